@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Create .venv and install the project with its test extras.
+#
+# torch goes in first, chosen for the machine:
+#   * an NVIDIA GPU (nvidia-smi works): pip's default torch, a CUDA build;
+#   * no GPU: a CPU build. A CPU wheel already on disk in pip's configured
+#     find-links wins (no download); otherwise PyTorch's CPU index.
+# The project's own `torch>=2.2` is then already satisfied, so installing the
+# project pulls no second torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+pip=("$VENV/bin/python" -m pip)
+"${pip[@]}" install -q --upgrade pip >/dev/null 2>&1 || true
+
+if "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+    echo "setup: torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)') already installed"
+elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+    echo "setup: GPU found, installing the default (CUDA) torch"
+    "${pip[@]}" install "torch>=2.2"
+else
+    echo "setup: no GPU, installing a CPU build of torch"
+    # --no-index: look only in the configured find-links (a local wheel house).
+    "${pip[@]}" install --no-index --only-binary=:all: "torch>=2.2" 2>/dev/null \
+        || "${pip[@]}" install "torch>=2.2" --index-url https://download.pytorch.org/whl/cpu
+fi
+
+extras=${EXTRAS:-test}
+"${pip[@]}" install -q -e ".[${extras}]"
+echo "setup: done ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
