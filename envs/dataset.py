@@ -112,7 +112,9 @@ class Episode:
             named.append(("states", self.states))
         for name, arr in named:
             if arr.ndim != 2 or arr.shape[0] != t:
-                raise DatasetError(f"{name} must have shape ({t}, dim) to match frames, got {arr.shape}")
+                raise DatasetError(
+                    f"{name} must have shape ({t}, dim) to match frames, got {arr.shape}"
+                )
             if not np.all(np.isfinite(arr)):
                 raise DatasetError(f"{name} contains NaN or Inf")
         if np.any(self.actions[-1] != 0):
@@ -273,7 +275,8 @@ def _stream_episodes(
             parts["states"] = ep.states
         if not writers:
             for name, arr in parts.items():
-                writers[name] = NpyAppender(tmp / f"{name}.npy", _ARRAY_SPEC[name][0], arr.shape[1:])
+                dtype = _ARRAY_SPEC[name][0]
+                writers[name] = NpyAppender(tmp / f"{name}.npy", dtype, arr.shape[1:])
         if set(parts) != set(writers):
             raise DatasetError(
                 f"episode {i} has arrays {sorted(parts)} but episode 0 had {sorted(writers)}; "

@@ -32,9 +32,8 @@ def test_collected_data_matches_the_env(tmp_path):
 
 
 def test_persistent_actions_cross_the_wall(tmp_path):
-    s = collect(
-        tmp_path / "x", CollectConfig(episodes=30, steps=60, seed=0, persistent_prob=1.0), progress=False
-    )
+    cfg = CollectConfig(episodes=30, steps=60, seed=0, persistent_prob=1.0)
+    s = collect(tmp_path / "x", cfg, progress=False)
     ds = load_dataset(s["path"])
     env = WallEnv()
     crossed = [crosses_wall(env, ds.episode(i).states) for i in range(ds.num_episodes)]
@@ -45,7 +44,8 @@ def test_persistent_actions_cross_the_wall(tmp_path):
 
 def test_persistent_segments_hold_one_action():
     rng = np.random.default_rng(0)
-    acts = sample_actions(CollectConfig(1, 40, hold_min=5, hold_max=5, persistent_prob=1.0), 2.0, rng)
+    cfg = CollectConfig(1, 40, hold_min=5, hold_max=5, persistent_prob=1.0)
+    acts = sample_actions(cfg, 2.0, rng)
     assert acts.shape == (40, 2) and np.abs(acts).max() <= 2.0
     assert all(len(np.unique(acts[i : i + 5], axis=0)) == 1 for i in range(0, 40, 5))
 

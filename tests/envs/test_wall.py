@@ -41,7 +41,11 @@ def test_reset_and_steps_are_deterministic_for_a_seed():
 
 @pytest.mark.parametrize(
     "start, push, side",
-    [((20.0, 10.0), (2.0, 0.0), "left"), ((45.0, 55.0), (-2.0, 0.0), "right"), ((20.0, 50.0), (2.0, 0.5), "left")],
+    [
+        ((20.0, 10.0), (2.0, 0.0), "left"),
+        ((45.0, 55.0), (-2.0, 0.0), "right"),
+        ((20.0, 50.0), (2.0, 0.5), "left"),  # a diagonal push slides down, away from the door
+    ],
 )
 def test_wall_blocks_motion_outside_the_door(start, push, side):
     env = WallEnv()
