@@ -123,6 +123,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    if torch.torch_version.TorchVersion(torch.__version__) < "2.6":
+        # (stand-in, "saved.class.path") allow-list entries arrived in torch 2.6
+        raise CheckpointError(f"reading DINO-WM checkpoints needs torch >= 2.6; this is {torch.__version__}")
     with torch.serialization.safe_globals(_allow_list()):
         try:
             unknown = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
