@@ -175,7 +175,8 @@ def predictor_weights(predictor: Any, num_hist: int, tokens_per_frame: int
     transformer = _expect(children(predictor, what)["transformer"], "models.vit.Transformer", f"{what}.transformer")
     t_kids = children(transformer, f"{what}.transformer")
     weights = {"predictor.pos_embedding": pos}
-    weights.update({"predictor.norm." + k: v for k, v in _layer_norm(t_kids["norm"], f"{what}.transformer.norm").items()})
+    final_norm = _layer_norm(t_kids["norm"], f"{what}.transformer.norm")
+    weights.update({"predictor.norm." + k: v for k, v in final_norm.items()})
     arch: dict[str, int] = {}
     layers = children(t_kids["layers"], f"{what}.transformer.layers")
     for i, layer in enumerate(layers.values()):
@@ -222,7 +223,8 @@ def encoder_weights(ckpt: dict[str, Any], weights_path: Path | None) -> tuple[di
         enc = _expect(ckpt["encoder"], "models.dino.DinoV2Encoder", "checkpoint['encoder']")
         key = module_state(enc, "checkpoint['encoder']").get("feature_key", "x_norm_patchtokens")
         if key != "x_norm_patchtokens":
-            raise DinoWMImportError(f"the encoder returns {key!r}; only patch tokens (x_norm_patchtokens) are supported")
+            raise DinoWMImportError(f"the encoder returns {key!r}; only patch tokens (x_norm_patchtokens) "
+                                    "are supported")
         base = children(enc, "checkpoint['encoder']")["base_model"]
         return state_dict(base, "checkpoint['encoder'].base_model"), "checkpoint['encoder']"
     if weights_path is None:
