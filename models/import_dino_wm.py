@@ -385,11 +385,17 @@ def import_run(run_dir: str | Path, stats: NormStats, out: str | Path, encoder_w
     name = name or f"dino-wm-{run_dir.resolve().parent.name}-{run_dir.resolve().name}"
     config = build_config(cfg, pred_arch, act["weight"], prop["weight"], _encoder_geometry(enc_sd, enc_source), name)
 
-    model = WorldModel(config, stats)
+    try:
+        model = WorldModel(config, stats)
+    except ValueError as exc:  # statistics sized for another model
+        raise DinoWMImportError(f"the statistics do not fit this run: {exc}") from exc
     weights = {**pred_w, **{"encoder." + k: v for k, v in enc_sd.items()},
                **{"action_encoder." + k: v for k, v in act.items()},
                **{"proprio_encoder." + k: v for k, v in prop.items()}}
-    result = model.load_state_dict(weights, strict=False)
+    try:
+        result = model.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise DinoWMImportError(f"weights do not fit the model: {exc}") from exc
     if result.missing_keys or result.unexpected_keys:
         raise DinoWMImportError(f"weights do not fit the model: missing {result.missing_keys}, "
                                 f"unexpected {result.unexpected_keys}")

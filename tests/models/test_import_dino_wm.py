@@ -246,6 +246,14 @@ def test_statistics_not_declared_as_the_train_split_are_refused(feature_run, tmp
     assert message in capsys.readouterr().err and not out.exists()
 
 
+def test_statistics_of_another_action_space_are_refused(feature_run, tmp_path):
+    run, _ = feature_run
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({**STATS, "action_mean": [0.0] * 3, "action_std": [1.0] * 3}))
+    with pytest.raises(DinoWMImportError, match="3 action dims"):
+        import_run(run.dir, read_stats(stats), tmp_path / "m.pt", run.encoder_weights)
+
+
 def test_npz_statistics_read_like_json(tmp_path):
     npz = tmp_path / "stats.npz"
     np.savez(npz, **{k: np.asarray(v, np.float32) for k, v in STATS.items() if k != "provenance"},
