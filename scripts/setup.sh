@@ -23,9 +23,19 @@ elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
     "${pip[@]}" install "torch>=2.2"
 else
     echo "setup: no GPU, installing a CPU build of torch"
-    # --no-index: look only in the configured find-links (a local wheel house).
-    "${pip[@]}" install --no-index --only-binary=:all: "torch>=2.2" 2>/dev/null \
-        || "${pip[@]}" install "torch>=2.2" --index-url https://download.pytorch.org/whl/cpu
+    # A CPU wheel already on disk in pip's configured find-links wins (no
+    # multi-GB download); pin its exact version (with its +cpu label) so the
+    # dependencies still come from the normal index.
+    local_ver=$("${pip[@]}" install --dry-run --no-index --no-deps --only-binary=:all: \
+        --quiet --report - torch 2>/dev/null \
+        | "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["install"][0]["metadata"]["version"])' \
+        2>/dev/null || true)
+    if [[ "$local_ver" == *+cpu* ]]; then
+        "${pip[@]}" install -q "torch==${local_ver}"
+    else
+        "${pip[@]}" install -q "torch>=2.2" --index-url https://download.pytorch.org/whl/cpu \
+            --extra-index-url https://pypi.org/simple
+    fi
 fi
 
 extras=${EXTRAS:-test}

@@ -1,0 +1,15 @@
+# The two commands a new user needs: `make serve` and `make test`.
+PY := .venv/bin/python
+
+.PHONY: setup serve test
+setup: .venv/.installed
+
+.venv/.installed: pyproject.toml scripts/setup.sh
+	./scripts/setup.sh
+	touch $@
+
+serve: setup
+	$(PY) -m planning
+
+test: setup
+	$(PY) -m pytest

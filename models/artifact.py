@@ -1,0 +1,124 @@
+"""Model artifacts: one `.pt` file with config, weights and train-split statistics.
+
+Layout (a dict of plain containers and tensors, so `torch.load(weights_only=True)`
+reads it without unpickling any code):
+
+    format          "wm-planning-server/world-model"
+    format_version  1
+    config          WorldModelConfig.to_dict()
+    state_dict      the network's weights
+    stats           NormStats.to_dict(): action/proprio mean+std and provenance
+    metadata        free-form JSON-able facts (training run, command, wall time)
+
+Writes are atomic (temp file + rename): a crash never leaves half a model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.config import WorldModelConfig
+from models.stats import NormStats
+from models.world_model import WorldModel
+
+log = logging.getLogger(__name__)
+
+FORMAT = "wm-planning-server/world-model"
+FORMAT_VERSION = 1
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "default" / "wall.pt"
+
+
+class ArtifactError(ValueError):
+    """The file is not a usable model artifact; the message says why."""
+
+
+class ModelNotFoundError(FileNotFoundError):
+    pass
+
+
+def save_model(model: WorldModel, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict(),
+               "state_dict": state, "stats": model.stats.to("cpu").to_dict(), "metadata": metadata or {}}
+    atomic_torch_save(payload, path)
+    return path
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save to a temp file in the same folder, then rename over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_artifact(path: str | Path) -> dict[str, Any]:
+    """Load and check an artifact's payload (tensors on CPU), without building the model."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFoundError(f"no model artifact at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not a safe artifact"
+        raise ArtifactError(f"{path} could not be read as a weights-only torch file: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ArtifactError(f"{path} is not a {FORMAT} artifact (format={payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r})")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{path} has format_version {payload.get('format_version')}; this code reads {FORMAT_VERSION}")
+    for key in ("config", "state_dict"):
+        if key not in payload:
+            raise ArtifactError(f"{path} has no {key!r}")
+    if not payload.get("stats"):
+        raise ArtifactError(
+            f"{path} has no action/proprio normalisation statistics. A model must carry the mean and std "
+            "of its training split; the server never recomputes them (see README, 'Statistics').")
+    return payload
+
+
+def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> WorldModel:
+    """Load an artifact into an eval-mode model with gradients off.
+
+    path: None serves the shipped default model (`DEFAULT_MODEL_PATH`).
+    """
+    if path is None:
+        path = DEFAULT_MODEL_PATH
+        if not path.is_file():
+            raise ModelNotFoundError(
+                f"the shipped default model is missing ({path}); train it with the command in the README "
+                "or pass --model PATH")
+    payload = read_artifact(path)
+    try:
+        config = WorldModelConfig.from_dict(payload["config"])
+        stats = NormStats.from_dict(payload["stats"])
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"{path}: {exc}") from exc
+    model = WorldModel(config, stats)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise ArtifactError(f"{path}: weights do not match the config: {exc}") from exc
+    model = model.to(device).eval().requires_grad_(False)
+    model.metadata = payload.get("metadata", {})
+    log.info("loaded %s (%d parameters) from %s on %s", config.name, model.num_parameters(), path, device)
+    return model
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda if available, else cpu; anything else as torch understands it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

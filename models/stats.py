@@ -1,0 +1,115 @@
+"""Normalisation statistics and the one place that converts actions.
+
+The model works in a normalised space: raw env actions and proprio are
+standardised with the mean/std of the *training split* the model was trained
+on. Those statistics travel inside the model artifact with their provenance;
+nothing recomputes them at serving time (a server that recomputed them over
+the full dataset planned in a shifted action space).
+
+`ActionCodec` is the single conversion between
+  env actions  (..., H*frameskip, raw_action_dim)  in env units, and
+  model actions (..., H, frameskip*raw_action_dim) normalised,
+grouping `frameskip` consecutive env steps into one model step as DINO-WM does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+# A constant action or proprio dimension has std 0; dividing by it would give
+# inf. Such a dimension carries no information, so a floor is harmless.
+STD_FLOOR = 1e-6
+
+
+@dataclass
+class NormStats:
+    """Args:
+    action_mean, action_std: (raw_action_dim,) per raw env action dimension.
+    proprio_mean, proprio_std: (proprio_dim,), empty when there is no proprio.
+    provenance: where they were computed: at least `dataset` and `split`
+        (must be "train"), plus counts (`num_episodes`, `num_frames`).
+    """
+
+    action_mean: torch.Tensor
+    action_std: torch.Tensor
+    proprio_mean: torch.Tensor
+    proprio_std: torch.Tensor
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("action_mean", "action_std", "proprio_mean", "proprio_std"):
+            t = torch.as_tensor(getattr(self, name), dtype=torch.float32).flatten()
+            if not torch.isfinite(t).all():
+                raise ValueError(f"statistics {name} contain NaN or Inf: {t.tolist()}")
+            setattr(self, name, t)
+        if self.action_mean.shape != self.action_std.shape:
+            raise ValueError(f"action_mean {tuple(self.action_mean.shape)} and action_std "
+                             f"{tuple(self.action_std.shape)} differ in shape")
+        if self.proprio_mean.shape != self.proprio_std.shape:
+            raise ValueError(f"proprio_mean {tuple(self.proprio_mean.shape)} and proprio_std "
+                             f"{tuple(self.proprio_std.shape)} differ in shape")
+        if (self.action_std < 0).any() or (self.proprio_std < 0).any():
+            raise ValueError("standard deviations must be >= 0")
+        self.action_std = self.action_std.clamp_min(STD_FLOOR)
+        self.proprio_std = self.proprio_std.clamp_min(STD_FLOOR)
+        for key in ("dataset", "split"):
+            if key not in self.provenance:
+                raise ValueError(f"statistics provenance needs {key!r}; got {self.provenance}")
+        if self.provenance["split"] != "train":
+            raise ValueError(f"statistics must come from the training split, got split="
+                             f"{self.provenance['split']!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"action_mean": self.action_mean, "action_std": self.action_std,
+                "proprio_mean": self.proprio_mean, "proprio_std": self.proprio_std,
+                "provenance": dict(self.provenance)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "NormStats":
+        return cls(**data)
+
+    def to(self, device: torch.device | str) -> "NormStats":
+        return NormStats(self.action_mean.to(device), self.action_std.to(device),
+                         self.proprio_mean.to(device), self.proprio_std.to(device), self.provenance)
+
+
+class ActionCodec:
+    """Env actions <-> normalised model actions, and proprio normalisation."""
+
+    def __init__(self, stats: NormStats, frameskip: int) -> None:
+        self.stats = stats
+        self.frameskip = frameskip
+        self.raw_dim = stats.action_mean.numel()
+
+    def to_model(self, env_actions: torch.Tensor) -> torch.Tensor:
+        """(..., H*frameskip, raw) env units -> (..., H, frameskip*raw) normalised."""
+        *lead, steps, raw = env_actions.shape
+        if raw != self.raw_dim or steps % self.frameskip:
+            raise ValueError(f"env actions of shape {tuple(env_actions.shape)}: need (..., k*{self.frameskip}, "
+                             f"{self.raw_dim})")
+        s = self.stats
+        norm = (env_actions - s.action_mean.to(env_actions)) / s.action_std.to(env_actions)
+        return norm.reshape(*lead, steps // self.frameskip, self.frameskip * raw)
+
+    def to_env(self, model_actions: torch.Tensor) -> torch.Tensor:
+        """(..., H, frameskip*raw) normalised -> (..., H*frameskip, raw) env units."""
+        *lead, steps, dim = model_actions.shape
+        if dim != self.frameskip * self.raw_dim:
+            raise ValueError(f"model actions of shape {tuple(model_actions.shape)}: need last dim "
+                             f"{self.frameskip * self.raw_dim}")
+        raw = model_actions.reshape(*lead, steps * self.frameskip, self.raw_dim)
+        s = self.stats
+        return raw * s.action_std.to(raw) + s.action_mean.to(raw)
+
+    def normalize_proprio(self, proprio: torch.Tensor) -> torch.Tensor:
+        s = self.stats
+        return (proprio - s.proprio_mean.to(proprio)) / s.proprio_std.to(proprio)
+
+    def model_bounds(self, low: tuple[float, ...], high: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw action bounds -> (action_dim,) bounds in normalised model space."""
+        lo = torch.tensor(low, dtype=torch.float32).expand(self.frameskip, self.raw_dim)
+        hi = torch.tensor(high, dtype=torch.float32).expand(self.frameskip, self.raw_dim)
+        return self.to_model(lo).flatten(), self.to_model(hi).flatten()
