@@ -22,6 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 import torch
 
+import models
 from models import Latent, WorldModel, load_model
 from planning import CEMConfig, PlanResult, plan
 from server.settings import Settings
@@ -32,10 +33,8 @@ R = TypeVar("R")
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when available, else CPU; anything else must parse and exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    """``auto`` is CUDA when available, else CPU; a CUDA device must exist."""
+    device = models.resolve_device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device '{name}' requested but CUDA is not available; use cpu or auto")
     return device

@@ -118,7 +118,8 @@ def decode_image(
         rgb, notices = _decode_file(fmt, data, field, max_pixels)
     if color_order == "bgr":
         rgb = rgb[..., ::-1]
-    return DecodedImage(np.ascontiguousarray(rgb), notices)
+    # Contiguous and writable: torch.from_numpy refuses read-only buffers.
+    return DecodedImage(np.require(rgb, requirements=["C", "W"]), notices)
 
 
 def check_size(

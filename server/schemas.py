@@ -173,7 +173,7 @@ class PlanResponse(_Strict):
     stop_reason: StopReason
     horizon: int
     frameskip: int
-    seed: int | None
+    seed: int = Field(description="the seed used (drawn at random when none was sent)")
     warm_start: bool = Field(description="whether CEM started from the session's last plan")
     timing_ms: Timing
     warnings: list[PlanWarning]

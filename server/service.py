@@ -60,7 +60,7 @@ async def plan(
             runtime.sessions.discard(session)
         raise
     return _response(
-        engine, session_id, result, actions, body.seed, False,
+        engine, session_id, result, actions, False,
         obs.warnings + goal.warnings, received_at, decoded_at, encode_s, plan_s,
     )
 
@@ -102,7 +102,7 @@ async def replan(
 
         result, actions, warm, encode_s, plan_s = await engine.run(work)
     return _response(
-        engine, body.session_id, result, actions, body.seed, warm,
+        engine, body.session_id, result, actions, warm,
         obs.warnings, received_at, decoded_at, encode_s, plan_s,
     )
 
@@ -189,7 +189,6 @@ def _response(
     session_id: str,
     result: PlanResult,
     actions: np.ndarray,
-    seed: int | None,
     warm: bool,
     warnings: list[Notice],
     received_at: float,
@@ -203,19 +202,11 @@ def _response(
             500, "plan.non_finite",
             "the planner produced non-finite actions; the model or its statistics are broken",
         )
-    notices = list(warnings)
     bounds = engine.action_bounds()
     if bounds is not None:
-        low, high = bounds
-        clipped = np.clip(actions, low, high)
-        n = int((clipped != actions).sum())
-        if n:
-            notices.append(Notice(
-                "actions.clipped",
-                f"{n} of {actions.size} action values were outside the model's action bounds "
-                "and were clipped to them",
-            ))
-        actions = clipped
+        # The planner clamps to the bounds in model space already; this only
+        # removes the round-off of converting back to env units.
+        actions = np.clip(actions, *bounds)
     horizon = result.actions.shape[0]
     model_actions = actions.reshape(horizon, -1)  # (H, frameskip * raw_action_dim)
     ms = 1000.0
@@ -229,7 +220,7 @@ def _response(
         stop_reason=result.stop_reason,
         horizon=int(horizon),
         frameskip=engine.frameskip,
-        seed=seed,
+        seed=int(result.seed),
         warm_start=warm,
         timing_ms={
             "decode": round((decoded_at - received_at) * ms, 3),
@@ -237,5 +228,5 @@ def _response(
             "plan": round(plan_s * ms, 3),
             "total": round((time.monotonic() - received_at) * ms, 3),
         },
-        warnings=[{"code": n.code, "message": n.message, "field": n.field} for n in notices],
+        warnings=[{"code": n.code, "message": n.message, "field": n.field} for n in warnings],
     )
