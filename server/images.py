@@ -38,9 +38,6 @@ ResizePolicy = Literal["resize", "reject"]
 SUPPORTED_DTYPES = ("uint8", "float16", "float32", "float64")
 # Float pixels this far outside [0, 1] are rounding, not a unit mistake.
 FLOAT_TOLERANCE = 1e-3
-# Below this side length a reading of the shape is implausible as a camera
-# frame; used only to break HWC/CHW ties such as (3, 64, 4).
-_MIN_PLAUSIBLE_SIDE = 8
 _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG"}
 _MAGIC = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg"}
 
@@ -258,11 +255,8 @@ def _layout(shape: list[int], declared: Layout | None, field: str) -> Layout:
         return declared
     valid = [name for name, (c, _, _) in readings.items() if c in (3, 4)]
     if len(valid) == 2:
-        plausible = [
-            name for name in valid if min(readings[name][1:]) >= _MIN_PLAUSIBLE_SIDE
-        ]
-        if len(plausible) == 1:
-            return plausible[0]
+        # Both readings put 3 or 4 on a spatial axis (e.g. (3, 64, 4)), so
+        # neither is a plausible camera frame and the sizes cannot decide.
         raise ImageError(
             "image.ambiguous_layout",
             f"{field}: shape {shown} reads as HWC or as CHW; declare \"layout\": "
