@@ -53,6 +53,8 @@ class Engine:
     def load(cls, settings: Settings) -> Engine:
         """Load the model once and build the default planner config (blocking)."""
         device = resolve_device(settings.device)
+        if settings.torch_threads is not None:
+            torch.set_num_threads(settings.torch_threads)
         started = time.monotonic()
         model = load_model(settings.model, device=str(device))
         # Paper defaults where the FLOPs are affordable; the smaller preset on CPU.

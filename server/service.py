@@ -24,6 +24,8 @@ from server.runtime import PlanState, Runtime
 from server.schemas import Image, PlannerOverrides, PlanRequest, PlanResponse, ReplanRequest
 from server.settings import Settings
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 async def plan(
     runtime: Runtime, engine: Engine, body: PlanRequest, received_at: float
@@ -151,15 +153,17 @@ def check_proprio(values: list[float] | None, field: str, dim: int) -> np.ndarra
             f"{field} has {len(values)} values but this model takes {dim}.",
             field,
         )
-    arr = np.asarray(values, dtype=np.float32)
-    if not np.isfinite(arr).all():
-        bad = [i for i, ok in enumerate(np.isfinite(arr)) if not ok]
+    wide = np.asarray(values, dtype=np.float64)
+    # Finite in float64 but beyond float32 would become inf on the model.
+    bad = [i for i, v in enumerate(wide) if not (np.isfinite(v) and abs(v) <= _FLOAT32_MAX)]
+    if bad:
         raise ApiError(
             422, "proprio.non_finite",
             f"{field} has non-finite values (NaN, Inf, or beyond float32) at {bad}; "
             "send finite numbers in raw env units.",
             field,
         )
+    arr = wide.astype(np.float32)
     return arr
 
 

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     max_num_samples: int = Field(default=4096, ge=1, description="bound on planner.num_samples")
     max_opt_steps: int = Field(default=100, ge=1, description="bound on planner.opt_steps")
     max_var_scale: float = Field(default=10.0, gt=0, description="bound on planner.var_scale")
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="intra-op CPU threads for the model; unset: torch's default (one per "
+        "core). Lower it when the cores are shared: spinning threads stall each other",
+    )
     warmup: bool = Field(
         default=True, description="run one short plan after loading, before reporting ready"
     )

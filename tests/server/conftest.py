@@ -53,7 +53,11 @@ def running_server(settings: Settings) -> Iterator[str]:
 
 
 def settings_for(model_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"model": model_path, "planner": FAST_PLANNER, "port": 0}
+    # One torch thread: the test machine's cores are shared, and oversubscribed
+    # OpenMP threads turn a 20 ms plan into seconds.
+    values: dict[str, Any] = {
+        "model": model_path, "planner": FAST_PLANNER, "port": 0, "torch_threads": 1,
+    }
     values.update(overrides)
     return Settings(**values)
 
