@@ -17,8 +17,6 @@ import uvicorn
 from pydantic import ValidationError
 from pydantic_settings import CliApp, SettingsError
 
-from models import DEFAULT_MODEL_PATH
-from server.app import create_app
 from server.settings import Settings
 
 log = logging.getLogger("server")
@@ -35,6 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Imported here so that --help and bad flags answer without importing torch.
+    from models import DEFAULT_MODEL_PATH
+    from server.app import create_app
+
     model_path = Path(settings.model) if settings.model is not None else Path(DEFAULT_MODEL_PATH)
     if not model_path.exists():
         origin = "--model / WM_MODEL" if settings.model is not None else "the default model path"
