@@ -36,6 +36,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported here so that --help and bad flags answer without importing torch.
     from models import DEFAULT_MODEL_PATH
     from server.app import create_app
+    from server.engine import resolve_device
+
+    try:
+        resolve_device(settings.device)
+    except (ValueError, RuntimeError) as exc:
+        log.error("invalid --device %r: %s", settings.device, exc)
+        return 2
 
     model_path = Path(settings.model) if settings.model is not None else Path(DEFAULT_MODEL_PATH)
     if not model_path.exists():

@@ -57,6 +57,7 @@ def settings_for(model_path: Path, **overrides: Any) -> Settings:
     # OpenMP threads turn a 20 ms plan into seconds.
     values: dict[str, Any] = {
         "model": model_path, "planner": FAST_PLANNER, "port": 0, "torch_threads": 1,
+        "device": "cpu",  # the tests compare with plans computed in-process on the CPU
     }
     values.update(overrides)
     return Settings(**values)

@@ -57,16 +57,18 @@ def test_unreadable_artifact_stops_the_server(tmp_path):
     assert "ArtifactError" in result.stderr
 
 
-def test_invalid_setting_is_refused():
+def test_invalid_setting_is_refused(model_path):
     result = _run("--max-sessions", "0")
     assert result.returncode == 2 and "max_sessions" in result.stderr
+    result = _run("--model", str(model_path), "--device", "tpu:9")
+    assert result.returncode == 2 and "invalid --device" in result.stderr
 
 
 def test_serves_a_model_and_stops_on_sigterm(model_path):
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "server", "--model", str(model_path), "--port", str(port),
-         "--torch-threads", "1", "--planner.num-samples", "16", "--planner.topk", "4"],
+         "--torch-threads", "1", "--device", "cpu", "--planner.num-samples", "16", "--planner.topk", "4"],
         cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

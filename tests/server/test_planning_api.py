@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from client_examples.client import PlanningClient, PlanningError
 from models import load_model
@@ -96,10 +98,9 @@ def test_equivalent_encodings_give_the_same_plan(mp_client, variant):
     elif variant == "float32":
         sent = obs.astype(np.float32) / 255.0
     else:
-        with PlanningClient("http://unused", use_msgpack=False) as c:
-            import base64
-
-            sent = base64.b64decode(c.encode_image(obs)["data"])  # PNG file bytes
+        buf = io.BytesIO()
+        Image.fromarray(obs).save(buf, format="PNG")
+        sent = buf.getvalue()  # the client sends bytes as a file
     if variant == "bgr":
         reply = mp_client.plan(sent, np.ascontiguousarray(goal[..., ::-1]), PROPRIO, GOAL_PROPRIO,
                                seed=3, **kwargs)
