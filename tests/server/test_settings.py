@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
+from planning import CEMConfig
+from planning.config import Objective
+from server.schemas import PlannerOverrides
 from server.settings import Settings
 
 
@@ -45,3 +50,9 @@ def test_unknown_keys_are_refused():
 
 def test_api_key_is_not_shown_in_repr():
     assert "s3cret" not in repr(Settings(api_key="s3cret"))
+
+
+def test_planner_overrides_track_the_planner_config():
+    assert set(PlannerOverrides.model_fields) <= set(CEMConfig.field_names())
+    objective = PlannerOverrides.model_fields["objective"].annotation
+    assert set(typing.get_args(typing.get_args(objective)[0])) == set(typing.get_args(Objective))
