@@ -1,0 +1,31 @@
+# The planning server on a CUDA build of PyTorch.
+#
+#   docker build -t wm-planning-server .
+#   docker run --gpus all -p 8000:8000 -e WM_API_KEY=change-me wm-planning-server
+#
+# Serves the project's default model (models/default/wall.pt, copied from the
+# build context); mount another and point WM_MODEL at it to serve that one:
+#   docker run --gpus all -p 8000:8000 -v $PWD/runs:/models -e WM_MODEL=/models/m.pt ...
+# Without a GPU it falls back to the CPU (WM_DEVICE=auto).
+FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
+
+WORKDIR /app
+COPY . .
+# torch is already in the image and satisfies the project's torch>=2.2.
+RUN pip install --no-cache-dir . \
+    && useradd --create-home --uid 1000 wm
+USER wm
+
+# Inside a container the server must listen beyond localhost; publish the
+# port deliberately (-p) and set WM_API_KEY when it is reachable by others.
+ENV WM_HOST=0.0.0.0 \
+    WM_PORT=8000 \
+    WM_DEVICE=auto \
+    WM_MODEL=/app/models/default/wall.pt
+EXPOSE 8000
+
+# /health is 503 while the model loads, 200 once it serves; no curl in the image.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
+    CMD python -c "import os, sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('WM_PORT', '8000'), timeout=4).status != 200)"
+
+CMD ["python", "-m", "server", "--host", "0.0.0.0"]

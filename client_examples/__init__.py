@@ -1,0 +1,1 @@
+"""Clients of the planning server. ``client.py`` imports only numpy, httpx, msgpack and pillow."""

@@ -1,0 +1,81 @@
+"""``python -m server [--model PATH] [--host 127.0.0.1] [--port 8000] [--device auto]``.
+
+Checks that the model artifact exists before listening (a missing model is a
+clear error and exit status 2, never random weights), then serves with
+uvicorn. A model that fails to load after start-up stops the server with
+exit status 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+from pydantic import ValidationError
+from pydantic_settings import CliApp, SettingsError
+
+from server.settings import Settings
+
+log = logging.getLogger("server")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = CliApp.run(Settings, cli_args=list(sys.argv[1:] if argv is None else argv))
+    except (ValidationError, SettingsError) as exc:
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+        log.error("invalid settings: %s", exc)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Imported here so that --help and bad flags answer without importing torch.
+    from models import DEFAULT_MODEL_PATH
+    from server.app import create_app
+    from server.engine import resolve_device
+
+    try:
+        resolve_device(settings.device)
+    except (ValueError, RuntimeError) as exc:
+        log.error("invalid --device %r: %s", settings.device, exc)
+        return 2
+
+    model_path = Path(settings.model) if settings.model is not None else Path(DEFAULT_MODEL_PATH)
+    if not model_path.exists():
+        origin = "--model / WM_MODEL" if settings.model is not None else "the default model path"
+        log.error(
+            "no model artifact at %s (from %s). Pass --model PATH to a trained model; the "
+            "server does not serve random weights.",
+            model_path,
+            origin,
+        )
+        return 2
+
+    fatal: list[BaseException] = []
+    server: uvicorn.Server | None = None
+
+    def stop(exc: BaseException) -> None:
+        fatal.append(exc)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_fatal=stop)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        # Logging is configured above; keep uvicorn's access log in it.
+        log_config=None,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 1 if fatal else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Request and response bodies: what the server accepts and returns.
+
+These models are the wire contract and the source of ``/openapi.json``.
+Every model forbids unknown fields, so a misspelt option is a 422, never
+silently ignored. Bodies arrive as JSON or msgpack; the same models validate
+both (image bytes are base64 text in JSON and raw bytes in msgpack).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+from server.images import SUPPORTED_DTYPES
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+StopReason = Literal["converged", "max_iterations", "deadline"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _bytes_or_base64(value: Any) -> Any:
+    """msgpack carries bytes as they are; JSON carries them as base64 text."""
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise PydanticCustomError(
+                "bad_base64", "data is not valid base64 ({reason})", {"reason": str(exc)}
+            ) from None
+    return value
+
+
+ImageBytes = Annotated[
+    bytes,
+    BeforeValidator(_bytes_or_base64),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "contentEncoding": "base64",
+            "description": "base64 text in JSON bodies; a bin value in msgpack bodies",
+        }
+    ),
+]
+
+
+class Image(_Strict):
+    """One camera frame: an encoded PNG/JPEG file or a raw array."""
+
+    format: Literal["png", "jpeg", "raw"] = Field(
+        description="png and jpeg are files; raw is an array described by shape and dtype"
+    )
+    data: ImageBytes
+    shape: list[int] | None = Field(
+        default=None,
+        max_length=8,
+        description="raw only: (H, W, C) or (C, H, W) with C in {3, 4}",
+        examples=[[64, 64, 3]],
+    )
+    dtype: str | None = Field(
+        default=None,
+        description="raw only, little-endian: uint8 in [0, 255] or float in [0, 1]",
+        json_schema_extra={"enum": list(SUPPORTED_DTYPES)},
+    )
+    color_order: Literal["rgb", "bgr"] = Field(
+        default="rgb", description="channel order of the pixels as sent (OpenCV gives bgr)"
+    )
+    layout: Literal["hwc", "chw"] | None = Field(
+        default=None,
+        description="raw only: declare when the shape reads both ways, e.g. (3, 4, 3)",
+    )
+
+
+class PlannerOverrides(_Strict):
+    """CEM settings for one plan; unset fields keep the server's defaults.
+
+    Each field is bounded by the server's limits (see /stats ``limits``).
+    """
+
+    horizon: int | None = Field(default=None, ge=1, description="model steps planned")
+    num_samples: int | None = Field(default=None, ge=1, description="CEM samples per iteration")
+    topk: int | None = Field(default=None, ge=1, description="elites refitting the Gaussian")
+    opt_steps: int | None = Field(default=None, ge=1, description="maximum CEM iterations")
+    var_scale: float | None = Field(default=None, gt=0, description="initial sigma")
+    objective: Literal["last", "all"] | None = Field(
+        default=None, description="compare the goal with the last predicted step, or all"
+    )
+    alpha: float | None = Field(default=None, ge=0, description="weight of the proprio loss")
+    min_iterations: int | None = Field(default=None, ge=1, description="before early stop")
+    patience: int | None = Field(default=None, ge=1, description="iterations of no progress")
+    min_improvement: float | None = Field(
+        default=None, ge=0, description="relative loss improvement that counts as progress"
+    )
+
+
+Proprio = Annotated[
+    list[float],
+    Field(max_length=4096, description="proprioception in raw env units, length proprio_dim"),
+]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1, description="same seed + inputs -> same plan")]
+DeadlineMs = Annotated[
+    float,
+    Field(gt=0, description="time budget from arrival; CEM stops early to meet it"),
+]
+SessionId = Annotated[str, Field(pattern=SESSION_ID_PATTERN)]
+
+
+class PlanRequest(_Strict):
+    """Plan from a frame towards a goal frame; starts (or restarts) a session cold."""
+
+    obs: Image
+    goal: Image
+    proprio: Proprio | None = None
+    goal_proprio: Proprio | None = None
+    session_id: SessionId | None = Field(
+        default=None, description="reuse an id to restart that session; omitted: a new id"
+    )
+    seed: Seed | None = None
+    deadline_ms: DeadlineMs | None = None
+    planner: PlannerOverrides | None = None
+
+
+class ReplanRequest(_Strict):
+    """Plan again from a new frame, warm-started from the session's last plan."""
+
+    session_id: SessionId
+    obs: Image
+    proprio: Proprio | None = None
+    executed_steps: int = Field(
+        default=1, ge=0, description="model steps of the last plan executed since it came"
+    )
+    seed: Seed | None = None
+    deadline_ms: DeadlineMs | None = None
+
+
+class PlanWarning(_Strict):
+    """A change the server made to the input, e.g. a resize."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+class Timing(_Strict):
+    """Server-side milliseconds: decode (body and images), encode, plan, total."""
+
+    decode: float
+    encode: float
+    plan: float
+    total: float
+
+
+class PlanResponse(_Strict):
+    """A plan in raw env units, with how it was found."""
+
+    session_id: str
+    actions: list[list[float]] = Field(
+        description="(horizon * frameskip, raw_action_dim): one row per env step"
+    )
+    model_actions: list[list[float]] = Field(
+        description="(horizon, frameskip * raw_action_dim): the same actions, one row per "
+        "model step (frameskip env actions concatenated)"
+    )
+    loss: float
+    loss_trace: list[float] = Field(description="best elite loss after each iteration")
+    iterations: int
+    stop_reason: StopReason
+    horizon: int
+    frameskip: int
+    seed: int = Field(description="the seed used (drawn at random when none was sent)")
+    warm_start: bool = Field(description="whether CEM started from the session's last plan")
+    timing_ms: Timing
+    warnings: list[PlanWarning]
+
+
+class ErrorDetail(_Strict):
+    code: str = Field(examples=["image.float_out_of_range"])
+    message: str
+    field: str | None = None
+
+
+class ErrorBody(_Strict):
+    """Every error response has this body."""
+
+    error: ErrorDetail
+
+
+class HealthResponse(_Strict):
+    status: Literal["ok", "loading", "failed"]
+    model: dict[str, Any] | None = None
+    device: str | None = None
+    eval_mode: bool | None = None
+    error: str | None = None
+
+
+class LatencySummary(_Strict):
+    count: int
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class PlannerStats(_Strict):
+    plans: int
+    mean_iterations: float | None
+    early_stop_rate: float | None = Field(
+        description="fraction of plans stopped early by the loss criterion (converged)"
+    )
+    stop_reasons: dict[str, int]
+
+
+class SessionStats(_Strict):
+    active: int
+    max: int
+    ttl_s: float
+    created: int
+    evicted: int
+    expired: int
+    deleted: int
+
+
+class StatsResponse(_Strict):
+    uptime_s: float
+    status: Literal["ok", "loading", "failed"]
+    requests: dict[str, int] = Field(description="by endpoint, e.g. 'POST /plan'")
+    errors: dict[str, dict[str, int]] = Field(description="by endpoint, then by error code")
+    errors_by_code: dict[str, int]
+    latency_ms: dict[str, LatencySummary] = Field(
+        description="total server time of successful plans, by endpoint"
+    )
+    planner: PlannerStats
+    sessions: SessionStats
+    device: dict[str, Any]
+    model: dict[str, Any] | None
+    planner_defaults: dict[str, Any] | None
+    limits: dict[str, Any]
