@@ -9,7 +9,7 @@ setup: .venv/.installed
 	touch $@
 
 serve: setup
-	$(PY) -m planning
+	$(PY) -m server $(ARGS)
 
 test: setup
 	$(PY) -m pytest

@@ -88,6 +88,31 @@ class InProcessPlanner:
             return self._plan(self._encode(obs, proprio), self.session.init_mean(executed_steps))
 
 
+class HttpPlanner:
+    """Plans through a running server with the shared client (raw uint8 frames over msgpack)."""
+
+    def __init__(self, url: str, api_key: str | None = None, seed: int = 0, planner: dict | None = None) -> None:
+        from client_examples.client import PlanningClient
+
+        self.client = PlanningClient(url, api_key=api_key)
+        self.client.wait_ready(timeout=120)
+        self.frameskip = int(self.client.health()["model"]["frameskip"])
+        self.seed, self.planner, self.session_id = seed, planner, None
+
+    def plan(self, obs: np.ndarray, proprio: np.ndarray, goal: np.ndarray, goal_proprio: np.ndarray) -> np.ndarray:
+        if self.session_id is not None:
+            self.client.delete_session(self.session_id)
+        self.seed += 1
+        reply = self.client.plan(obs, goal, proprio, goal_proprio, seed=self.seed, planner=self.planner)
+        self.session_id = reply["session_id"]
+        return np.asarray(reply["actions"], dtype=np.float32)
+
+    def replan(self, obs: np.ndarray, proprio: np.ndarray, executed_steps: int) -> np.ndarray:
+        self.seed += 1
+        reply = self.client.replan(self.session_id, obs, proprio, executed_steps, seed=self.seed)
+        return np.asarray(reply["actions"], dtype=np.float32)
+
+
 @dataclass
 class EpisodeResult:
     success: bool
@@ -182,8 +207,6 @@ def main(argv: list[str] | None = None) -> int:
 
         planner: Planner = InProcessPlanner(load_model(args.model), seed=args.seed)
     else:
-        from client_examples.http_planner import HttpPlanner
-
         planner = HttpPlanner(args.url, api_key=args.api_key, seed=args.seed)
     summary = evaluate(planner, args.episodes, args.seed, args.goals, args.execute)
     print(json.dumps(summary))

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Reproduce the shipped default model (models/default/wall.pt) from scratch:
+# collect the wall dataset, train, and copy the best model into place.
+# Wall time on the 2-core CPU it was made on: see README ("The default model").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+[ -f data/wall/meta.json ] || "$PY" -m envs.collect --out data/wall --episodes 2000 --steps 50 --seed 0 --persistent-prob 0.8
+"$PY" -m training --config configs/wall.json "$@"
+mkdir -p models/default
+cp runs/wall/model.pt models/default/wall.pt
+echo "wrote models/default/wall.pt"
