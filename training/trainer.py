@@ -46,6 +46,7 @@ from models.artifact import atomic_torch_save
 from training.config import PhaseConfig, TrainConfig
 from training.data import compute_stats, gather_windows, split_episodes, window_starts
 from training.decoder import Decoder
+from training.diagnose import new_findings
 
 log = logging.getLogger(__name__)
 PHASES = ("encoder", "predictor")
@@ -316,6 +317,9 @@ class Trainer:
             f.write(json.dumps(row) + "\n")
         log.info("%s epoch %d: train %.5g val %.5g (best %.5g) lr %.2g", phase, s.epoch, train["loss"],
                  val["loss"], s.best_val, row["lr"])
+        for finding in new_findings(s.history):  # each problem logged once, the epoch it appears
+            log.warning("%s %s at epoch %d: %s; %s", phase, finding.kind, s.epoch, finding.message,
+                        finding.recommendation)
         stop = False
         if not math.isfinite(val["loss"]) or val["loss"] > pc.divergence_factor * s.best_val:
             self._diverged(f"validation loss {val['loss']:.4g} vs best {s.best_val:.4g} at epoch {s.epoch}")
