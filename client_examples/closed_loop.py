@@ -59,7 +59,7 @@ class InProcessPlanner:
 
         self._torch = torch
         self.model = model
-        self.config = config or CEMConfig.cpu_preset()
+        self.config = config or CEMConfig.for_model(model, model.device.type)
         self.frameskip = model.config.frameskip
         self.seed = seed
         self.session = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 Objective = Literal["last", "all"]
@@ -83,6 +83,19 @@ class CEMConfig:
     def cpu_preset(cls) -> "CEMConfig":
         """Fewer samples and iterations, for planning on a CPU within ~a few 100 ms."""
         return cls(num_samples=100, topk=10, opt_steps=15, min_iterations=4, patience=3)
+
+    @classmethod
+    def for_model(cls, model: Any, device_type: str = "cpu") -> "CEMConfig":
+        """The default for serving `model`: the paper settings on a GPU, the CPU
+        preset elsewhere, with the settings the model's trainer recommends on
+        top (artifact metadata "planner", e.g. the objective and alpha that
+        reach goals with this model's latent space)."""
+        base = cls.paper() if device_type == "cuda" else cls.cpu_preset()
+        recommended = dict(getattr(model, "metadata", {}).get("planner") or {})
+        unknown = sorted(set(recommended) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(f"model metadata 'planner' has unknown CEM settings {unknown}")
+        return replace(base, **recommended)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -57,8 +57,9 @@ class Engine:
             torch.set_num_threads(settings.torch_threads)
         started = time.monotonic()
         model = load_model(settings.model, device=str(device))
-        # Paper defaults where the FLOPs are affordable; the smaller preset on CPU.
-        preset = CEMConfig() if device.type == "cuda" else CEMConfig.cpu_preset()
+        # Paper defaults where the FLOPs are affordable, the smaller preset on
+        # CPU, with the model's own recommendations (artifact metadata) on top.
+        preset = CEMConfig.for_model(model, device.type)
         base = dataclasses.replace(preset, **settings.planner.model_dump(exclude_none=True))
         engine = cls(model, device, base)
         log.info(

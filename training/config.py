@@ -87,11 +87,20 @@ class TrainConfig:
     model: WorldModelConfig = field(default_factory=WorldModelConfig)
     encoder: PhaseConfig = field(default_factory=PhaseConfig)
     predictor: PhaseConfig = field(default_factory=PhaseConfig)
+    # CEM settings recommended for planning with this model, stored in the
+    # artifact's metadata and used as the server's defaults (CEMConfig.for_model).
+    planner: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         data = dict(_strict(cls, data, "train config"))
         data["model"] = WorldModelConfig.from_dict(data.get("model", {}))
+        from planning import CEMConfig  # validate the recommendation now, not at serving time
+
+        try:
+            CEMConfig(**data.get("planner", {}))
+        except TypeError as exc:
+            raise ValueError(f"planner: {exc}") from None
         for phase in ("encoder", "predictor"):
             data[phase] = PhaseConfig(**_strict(PhaseConfig, data.get(phase, {}), f"{phase} phase"))
         return cls(**data)

@@ -214,7 +214,8 @@ class Trainer:
 
     def _metadata(self) -> dict[str, Any]:
         return {"trained_by": "training.trainer", "dataset": str(self.cfg.dataset), "seed": self.cfg.seed,
-                "best_val": self.state.best_val, "predictor_epoch": self.state.epoch}
+                "best_val": self.state.best_val, "predictor_epoch": self.state.epoch,
+                "planner": dict(self.cfg.planner)}
 
     # Main loop -------------------------------------------------------------------
     def run(self, resume: bool = False) -> State:

@@ -152,3 +152,14 @@ def test_seeded_cem_matches_golden_output():
 if __name__ == "__main__":
     GOLDEN.write_text(json.dumps(golden_run(), indent=1))
     print(f"wrote {GOLDEN}")
+
+
+def test_for_model_applies_the_artifact_recommendation_on_the_device_preset():
+    model = tiny_model()
+    model.metadata = {"planner": {"objective": "all", "alpha": 10.0}}
+    cpu, gpu = CEMConfig.for_model(model, "cpu"), CEMConfig.for_model(model, "cuda")
+    assert (cpu.objective, cpu.alpha, cpu.num_samples) == ("all", 10.0, CEMConfig.cpu_preset().num_samples)
+    assert (gpu.objective, gpu.num_samples) == ("all", CEMConfig.paper().num_samples)
+    model.metadata = {"planner": {"samples": 3}}
+    with pytest.raises(ValueError, match="unknown CEM settings \\['samples'\\]"):
+        CEMConfig.for_model(model)
