@@ -112,6 +112,13 @@ class HttpPlanner:
         reply = self.client.replan(self.session_id, obs, proprio, executed_steps, seed=self.seed)
         return np.asarray(reply["actions"], dtype=np.float32)
 
+    def close(self) -> None:
+        """End the last session on the server and the HTTP connection."""
+        if self.session_id is not None:
+            self.client.delete_session(self.session_id)
+            self.session_id = None
+        self.client.close()
+
 
 @dataclass
 class EpisodeResult:
@@ -208,7 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         planner: Planner = InProcessPlanner(load_model(args.model), seed=args.seed)
     else:
         planner = HttpPlanner(args.url, api_key=args.api_key, seed=args.seed)
-    summary = evaluate(planner, args.episodes, args.seed, args.goals, args.execute)
+    try:
+        summary = evaluate(planner, args.episodes, args.seed, args.goals, args.execute)
+    finally:
+        if isinstance(planner, HttpPlanner):
+            planner.close()
     print(json.dumps(summary))
     return 0
 
