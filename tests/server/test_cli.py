@@ -1,4 +1,4 @@
-"""``python -m server`` as an operator runs it: refuses to start without a model."""
+"""``python -m server`` as an operator runs it: the default model, clear errors, SIGTERM."""
 
 from __future__ import annotations
 
@@ -42,11 +42,20 @@ def test_missing_model_is_a_clear_error(tmp_path):
     assert "no model artifact at" in result.stderr and "random weights" in result.stderr
 
 
-@pytest.mark.skipif(DEFAULT_MODEL_PATH.exists(), reason="the default model is shipped")
-def test_no_default_model_is_a_clear_error():
-    result = _run()
-    assert result.returncode == 2
-    assert str(DEFAULT_MODEL_PATH) in result.stderr and "--model" in result.stderr
+def test_without_model_flag_it_serves_the_shipped_default_with_its_planner_defaults():
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "server", "--port", str(port), "--torch-threads", "1"],
+                            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        with PlanningClient(f"http://127.0.0.1:{port}") as c:
+            health = c.wait_ready(timeout=60)
+            assert health["model"]["name"] == "wall-default" and health["eval_mode"] is True
+            defaults = c.stats()["planner_defaults"]
+            assert (defaults["objective"], defaults["alpha"]) == ("all", 10.0)  # the model's recommendation
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert DEFAULT_MODEL_PATH.is_file()
 
 
 def test_unreadable_artifact_stops_the_server(tmp_path):
