@@ -122,3 +122,16 @@ def test_statistics_come_from_the_train_split_only(tmp_path):
 def test_unknown_config_keys_are_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown keys \\['epoch'\\]"):
         TrainConfig.from_dict({"dataset": "d", "out": "o", "encoder": {"epoch": 3}})
+
+
+def test_stats_cli_writes_the_train_split_statistics_the_importer_reads(dataset, tmp_path):
+    from models import NormStats
+    from training.stats import main
+
+    assert main([str(dataset), "--out", str(tmp_path / "s.json"), "--seed", "3"]) == 0
+    data = json.loads((tmp_path / "s.json").read_text())
+    stats = NormStats.from_dict(data)  # what the importer builds from the file
+    ds = load_dataset(dataset)
+    expected = compute_stats(ds, split_episodes(ds.num_episodes, 0.1, 3), str(dataset))
+    torch.testing.assert_close(stats.action_mean, expected.action_mean)
+    assert stats.provenance["split"] == "train" and "seed=3" in stats.provenance["split_rule"]
