@@ -169,6 +169,7 @@ class LoopReport:
     errors: Counter = field(default_factory=Counter)  # server code -> count
     plan_ms: list[float] = field(default_factory=list)
     session_id: str | None = None
+    done: bool = False  # ``until()`` became true
 
 
 class ControlLoop:
@@ -183,8 +184,10 @@ class ControlLoop:
         goal_frame: Any,
         goal_proprio: Any = None,
         config: LoopConfig | None = None,
+        until: Callable[[], bool] | None = None,
     ) -> None:
         self.client, self.camera, self.robot, self.step = client, camera, robot, step
+        self.until = until  # checked after every model step: stop early (e.g. goal reached)
         self.config = config or LoopConfig()
         goal = to_rgb_uint8(goal_frame)
         if goal is None:
@@ -195,7 +198,7 @@ class ControlLoop:
         self._seed = self.config.seed
 
     def run(self) -> LoopReport:
-        """Execute ``config.model_steps`` model steps; returns what happened."""
+        """Execute ``config.model_steps`` model steps, or fewer once ``until()`` is true."""
         cfg, report = self.config, self.report
         actions: np.ndarray | None = None  # (model steps left, frameskip, raw_action_dim)
         since_reply = 0  # model steps executed since the last reply
@@ -224,6 +227,9 @@ class ControlLoop:
                     self.step()
                     report.env_actions += 1
                 report.model_steps += 1
+                if self.until is not None and self.until():
+                    report.done = True
+                    return report
             actions = actions[n:]
             since_reply += n
         return report
