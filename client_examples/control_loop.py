@@ -275,6 +275,8 @@ class ControlLoop:
             policy, hint = policy_for(exc)
             if policy is Policy.NEW_SESSION:
                 log.warning("%s (%s): %s; starting a new session with /plan", exc.code, hint, exc.message)
+                if exc.code != "session.not_found":
+                    self.close()  # the old session still exists on the server: end it
                 self.report.session_id = None
                 try:
                     return self._plan(frame, proprio)
