@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -161,9 +163,6 @@ def test_every_error_code_has_a_policy(status: int, code: str, policy: Policy) -
 
 
 def test_every_documented_code_has_an_explicit_policy() -> None:
-    from pathlib import Path
-    import re
-
     doc = (Path(__file__).parents[2] / "docs" / "server.md").read_text()
     table = doc.split("## Errors", 1)[1].split("Warnings", 1)[0]
     codes = set(re.findall(r"`([a-z_]+\.[a-z_]+)`", table))
@@ -214,7 +213,6 @@ def test_an_evicted_session_recovers_with_a_new_plan(client: SpyClient) -> None:
 
     client.before_replan = evict_once
     loop = make_loop(client, FakeCamera(frame))
-    first = None
     loop.run()
     first = client.replies[0]["session_id"]
     report = loop.report
