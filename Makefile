@@ -1,11 +1,13 @@
 # The two commands a new user needs: `make serve` and `make test`.
 PY := .venv/bin/python
+# `make test` runs every test, so it installs the optional extras they exercise.
+EXTRAS ?= test,pusht
 
 .PHONY: setup serve test
 setup: .venv/.installed
 
 .venv/.installed: pyproject.toml scripts/setup.sh
-	./scripts/setup.sh
+	EXTRAS=$(EXTRAS) ./scripts/setup.sh
 	touch $@
 
 serve: setup

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install the project with its test extras.
+# Create .venv and install the project with its extras ($EXTRAS, default `test`;
+# the Makefile passes `test,pusht` so that `make test` runs the PushT tests too).
 #
 # torch goes in first, chosen for the machine:
 #   * an NVIDIA GPU (nvidia-smi works): pip's default torch, a CUDA build;
