@@ -2,7 +2,8 @@
 
 The order of work is chosen so that cheap checks fail first: planner
 overrides and proprio before images, images before the session lock, and
-only then the model, on its worker thread. Requests on one session hold its
+only then the model, on its worker thread: the frames are encoded, then the
+plan joins the engine's micro-batch queue. Requests on one session hold its
 lock from reading the last plan to recording the next.
 """
 
@@ -14,8 +15,10 @@ import uuid
 from typing import Any
 
 import numpy as np
+import torch
 from starlette.concurrency import run_in_threadpool
 
+from models import Latent
 from planning import CEMConfig, MPCSession, PlanResult
 from server.engine import Engine
 from server.errors import ApiError
@@ -40,22 +43,20 @@ async def plan(
     decoded_at = time.monotonic()
     deadline = _deadline(received_at, body.deadline_ms)
 
-    def work() -> tuple[PlanState, PlanResult, np.ndarray, float, float]:
+    def encode() -> tuple[Latent, Latent, float]:
         started = time.monotonic()
         z_obs = engine.encode(obs.pixels, proprio)
         z_goal = engine.encode(goal.pixels, goal_proprio)
-        encoded = time.monotonic()
-        result = engine.plan(z_obs, z_goal, config, None, body.seed, deadline)
-        state = PlanState(MPCSession(goal=z_goal, config=config), config, z_goal)
-        state.mpc.record(result)
-        actions = engine.env_actions(result.actions)
-        return state, result, actions, encoded - started, time.monotonic() - encoded
+        return z_obs, z_goal, time.monotonic() - started
 
     session_id = body.session_id or uuid.uuid4().hex
     session, created = runtime.sessions.get_or_create(session_id)
     try:
         async with session.lock:
-            state, result, actions, encode_s, plan_s = await engine.run(work)
+            z_obs, z_goal, encode_s = await engine.run(encode)
+            result, actions, plan_s = await engine.plan_queued(z_obs, z_goal, config, None, body.seed, deadline)
+            state = PlanState(MPCSession(goal=z_goal, config=config), config, z_goal)
+            state.mpc.record(result)
             session.state = state
     except BaseException:
         if created:
@@ -91,18 +92,17 @@ async def replan(
                 "executed_steps",
             )
 
-        def work() -> tuple[PlanResult, np.ndarray, bool, float, float]:
+        def encode() -> tuple[Latent, torch.Tensor | None, float]:
             started = time.monotonic()
             z_obs = engine.encode(obs.pixels, proprio)
-            encoded = time.monotonic()
-            init_mean = state.mpc.init_mean(body.executed_steps)
-            result = engine.plan(z_obs, state.goal, state.config, init_mean, body.seed, deadline)
-            state.mpc.record(result)
-            actions = engine.env_actions(result.actions)
-            warm = init_mean is not None
-            return result, actions, warm, encoded - started, time.monotonic() - encoded
+            return z_obs, state.mpc.init_mean(body.executed_steps), time.monotonic() - started
 
-        result, actions, warm, encode_s, plan_s = await engine.run(work)
+        z_obs, init_mean, encode_s = await engine.run(encode)
+        result, actions, plan_s = await engine.plan_queued(
+            z_obs, state.goal, state.config, init_mean, body.seed, deadline
+        )
+        state.mpc.record(result)
+        warm = init_mean is not None
     return _response(
         engine, body.session_id, result, actions, warm,
         obs.warnings, received_at, decoded_at, encode_s, plan_s,

@@ -78,6 +78,14 @@ class Settings(BaseSettings):
         description="intra-op CPU threads for the model; unset: torch's default (one per "
         "core). Lower it when the cores are shared: spinning threads stall each other",
     )
+    micro_batch: bool = Field(
+        default=True,
+        description="plan concurrent requests with equal planner settings together, in one "
+        "batched CEM call (each gets the plan it would get alone)",
+    )
+    micro_batch_max: int = Field(
+        default=16, ge=1, description="most requests in one micro-batch"
+    )
     warmup: bool = Field(
         default=True, description="run one short plan after loading, before reporting ready"
     )

@@ -152,3 +152,15 @@ def test_seeded_cem_matches_golden_output():
 if __name__ == "__main__":
     GOLDEN.write_text(json.dumps(golden_run(), indent=1))
     print(f"wrote {GOLDEN}")
+
+
+def test_per_request_deadlines_stop_only_their_request():
+    model, z, g = tiny_problem(b=2)
+    past = time.monotonic() - 1.0
+    late, free = plan(model, z, g, SMALL, seeds=[7, 8], deadline=[past, None])
+    (alone,) = plan(model, z.index(slice(1, 2)), g.index(slice(1, 2)), SMALL, seeds=[8])
+    assert (late.stop_reason, late.iterations) == ("deadline", 1)  # one iteration always runs
+    assert free.stop_reason != "deadline"
+    torch.testing.assert_close(free.actions, alone.actions, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="deadlines for 2 requests"):
+        plan(model, z, g, SMALL, seeds=[7, 8], deadline=[past])
