@@ -28,6 +28,7 @@ from server.schemas import Image, PlannerOverrides, PlanRequest, PlanResponse, R
 from server.settings import Settings
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_INLINE_RAW_BYTES = 4 * 2**20  # raw uint8 frames up to 4 MiB (1024x1024 RGB) decode on the event loop
 
 
 async def plan(
@@ -168,18 +169,16 @@ def check_proprio(values: list[float] | None, field: str, dim: int) -> np.ndarra
 
 
 async def _decode(image: Image, field: str, settings: Settings, image_size: int) -> DecodedImage:
-    """Decode off the event loop (a large PNG takes tens of ms) and apply the resize policy."""
-    decoded = await run_in_threadpool(
-        decode_image,
-        image.format,
-        image.data,
-        field=field,
-        max_pixels=settings.max_image_pixels,
-        shape=image.shape,
-        dtype=image.dtype,
-        color_order=image.color_order,
-        layout=image.layout,
-    )
+    """Decode and apply the resize policy. Files (a large PNG takes tens of ms) and
+    float arrays (converted per pixel) decode off the event loop; a raw uint8 frame
+    is a checked view of its bytes (~20 us for 224x224), cheaper than the thread hop."""
+    args = (image.format, image.data)
+    kwargs = dict(field=field, max_pixels=settings.max_image_pixels, shape=image.shape, dtype=image.dtype,
+                  color_order=image.color_order, layout=image.layout)
+    if image.format == "raw" and image.dtype == "uint8" and len(image.data) <= _INLINE_RAW_BYTES:
+        decoded = decode_image(*args, **kwargs)  # type: ignore[arg-type]
+    else:
+        decoded = await run_in_threadpool(decode_image, *args, **kwargs)
     notices = check_size(decoded, image_size, settings.resize_policy, field)
     return DecodedImage(decoded.pixels, decoded.warnings + notices)
 
