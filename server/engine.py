@@ -6,14 +6,8 @@ two forwards at once (torch parallelises each forward over its own intra-op
 threads, and one GPU gains nothing from interleaving). Requests queue for the
 worker in arrival order.
 
-Micro-batching: plans wait in a queue of their own; when the worker takes
-one, it takes with it every waiting plan with an equal planner config (up to
-`max_batch`) and plans them in one `planning.plan` call, so concurrent
-sessions share every forward pass. No timer holds a request back: a batch is
-whatever queued while the previous one ran. Each request keeps its own seed,
-warm start and deadline, and gets the plan it would have got alone (to float
-tolerance). If a batch fails, its requests are retried one by one, so one
-bad request cannot fail the others.
+Plans go through a micro-batcher (server/batcher.py): concurrent requests
+with equal planner settings are planned together in one batched CEM call.
 """
 
 from __future__ import annotations
@@ -23,11 +17,9 @@ import dataclasses
 import functools
 import logging
 import resource
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
@@ -36,6 +28,7 @@ import torch
 import models
 from models import Latent, WorldModel, load_model
 from planning import CEMConfig, PlanResult, plan
+from server.batcher import MicroBatcher, Planned, Prepared
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,38 +44,20 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-@dataclass(eq=False)
-class _PlanJob:
-    """One request waiting for the planner; `future` lives on `loop`."""
-
-    z_obs: Latent
-    z_goal: Latent
-    config: CEMConfig
-    init_mean: torch.Tensor | None  # (1, H, A) or None (cold)
-    seed: int | None
-    deadline: float | None
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future = field(repr=False)
-
-
 class Engine:
     """A model in eval mode on a device, the default CEM config and a worker thread.
 
-    max_batch: most requests planned together (1 turns micro-batching off).
-    on_batch: called (on the worker thread) with each batch's size.
+    max_batch, batch_wait_s: micro-batching (server/batcher.py); max_batch 1
+    plans every request alone.
     """
 
     def __init__(self, model: WorldModel, device: torch.device, base_config: CEMConfig,
-                 max_batch: int = 1) -> None:
+                 max_batch: int = 1, batch_wait_s: float = 0.0) -> None:
         self.model = model
         self.device = device
         self.base_config = base_config
-        self.max_batch = max_batch
-        self.on_batch: Callable[[int], None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wm-model")
-        self._pending: list[_PlanJob] = []
-        self._lock = threading.Lock()
-        self._drain_queued = False  # a _drain is queued on or running on the worker
+        self.batcher = MicroBatcher(self._executor, self._plan_many, max_batch, batch_wait_s)
 
     @classmethod
     def load(cls, settings: Settings) -> Engine:
@@ -95,7 +70,8 @@ class Engine:
         # Paper defaults where the FLOPs are affordable; the smaller preset on CPU.
         preset = CEMConfig() if device.type == "cuda" else CEMConfig.cpu_preset()
         base = dataclasses.replace(preset, **settings.planner.model_dump(exclude_none=True))
-        engine = cls(model, device, base, settings.micro_batch_max if settings.micro_batch else 1)
+        engine = cls(model, device, base, settings.micro_batch_max if settings.micro_batch else 1,
+                     settings.micro_batch_wait_ms / 1000.0)
         log.info(
             "loaded model %s (%d parameters) on %s in %.1f s; planner defaults %s; micro-batches of up to %d",
             model.config.name,
@@ -103,7 +79,7 @@ class Engine:
             device,
             time.monotonic() - started,
             base,
-            engine.max_batch,
+            engine.batcher.max_batch,
         )
         return engine
 
@@ -117,78 +93,22 @@ class Engine:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def plan_queued(
-        self,
-        z_obs: Latent,
-        z_goal: Latent,
-        config: CEMConfig,
-        init_mean: torch.Tensor | None,
-        seed: int | None,
-        deadline: float | None,
-    ) -> tuple[PlanResult, np.ndarray, float]:
-        """Plan one request on the model thread, batched with other waiting
-        requests of the same config. Returns the plan, its actions in env units
-        (see `env_actions`) and the seconds the (shared) plan call took."""
-        loop = asyncio.get_running_loop()
-        job = _PlanJob(z_obs, z_goal, config, init_mean, seed, deadline, loop, loop.create_future())
-        with self._lock:
-            self._pending.append(job)
-            start = not self._drain_queued
-            self._drain_queued = True
-        if start:
-            self._executor.submit(self._drain)
-        return await job.future
+    async def plan_queued(self, prepare: Callable[[], Prepared], config: CEMConfig, seed: int | None,
+                          deadline: float | None) -> Planned:
+        """Prepare (on the worker: encode, warm start) and plan one request,
+        micro-batched with other waiting requests of the same config."""
+        return await self.batcher.submit(prepare, config, seed, deadline)
 
-    def _drain(self) -> None:
-        """Worker: plan the oldest waiting request with every compatible one."""
-        with self._lock:
-            config = self._pending[0].config
-            batch = [j for j in self._pending if j.config == config][: self.max_batch]
-            self._pending = [j for j in self._pending if all(j is not b for b in batch)]
-        try:
-            outcomes: list[Any] = self._plan_batch(batch)
-        except Exception as exc:  # noqa: BLE001 - retried alone below; a lone failure goes to its request
-            if len(batch) == 1:
-                outcomes = [exc]
-            else:
-                log.warning("a batch of %d plans failed (%s); planning them one by one", len(batch), exc)
-                outcomes = []
-                for job in batch:
-                    try:
-                        outcomes.extend(self._plan_batch([job]))
-                    except Exception as one:  # noqa: BLE001 - handed to the request that caused it
-                        outcomes.append(one)
-        for job, outcome in zip(batch, outcomes):
-            job.loop.call_soon_threadsafe(_settle, job.future, outcome)
-        with self._lock:
-            if not self._pending:
-                self._drain_queued = False
-                return
-        # Requeue behind the work that arrived meanwhile (their encodes), so
-        # that the next batch can include the plans those encodes lead to.
-        try:
-            self._executor.submit(self._drain)
-        except RuntimeError as exc:  # shutting down: nothing will plan them
-            with self._lock:
-                stranded, self._pending = self._pending, []
-            for job in stranded:
-                job.loop.call_soon_threadsafe(_settle, job.future, exc)
-
-    def _plan_batch(self, batch: list[_PlanJob]) -> list[tuple[PlanResult, np.ndarray, float]]:
-        config = batch[0].config
+    def _plan_many(self, inputs: list[Prepared], config: CEMConfig, seeds: list[int | None],
+                   deadlines: list[float | None]) -> list[tuple[PlanResult, np.ndarray]]:
+        """Worker: one CEM call for B prepared requests."""
         init = None
-        if any(j.init_mean is not None for j in batch):
-            shape = (1, config.horizon, self.model.config.action_dim)
-            init = torch.cat([j.init_mean if j.init_mean is not None else torch.zeros(shape, device=self.device)
-                              for j in batch])  # (B, H, A); zeros = a cold start, as plan() does
-        started = time.monotonic()
-        results = plan(self.model, Latent.cat([j.z_obs for j in batch]), Latent.cat([j.z_goal for j in batch]),
-                       config, init_mean=init, seeds=[j.seed for j in batch],
-                       deadline=[j.deadline for j in batch])
-        plan_s = time.monotonic() - started
-        if self.on_batch is not None:
-            self.on_batch(len(batch))
-        return [(r, self.env_actions(r.actions), plan_s) for r in results]
+        if any(p.init_mean is not None for p in inputs):
+            cold = torch.zeros(1, config.horizon, self.model.config.action_dim, device=self.device)
+            init = torch.cat([cold if p.init_mean is None else p.init_mean for p in inputs])  # (B, H, A)
+        results = plan(self.model, Latent.cat([p.z_obs for p in inputs]), Latent.cat([p.z_goal for p in inputs]),
+                       config, init_mean=init, seeds=seeds, deadline=deadlines)
+        return [(r, self.env_actions(r.actions)) for r in results]
 
     # -- model work (call on the worker) ----------------------------------------
 
@@ -282,15 +202,6 @@ class Engine:
             "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "torch_threads": torch.get_num_threads(),
         }
-
-
-def _settle(future: asyncio.Future, outcome: Any) -> None:
-    if future.done():  # the request was cancelled meanwhile
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
 
 
 def _rss_bytes() -> int | None:

@@ -68,7 +68,7 @@ class Runtime:
         loop = asyncio.get_running_loop()
         metrics = self.metrics
         # Batches are planned on the worker thread; metrics live on the event loop.
-        engine.on_batch = lambda size: loop.call_soon_threadsafe(metrics.record_batch, size)
+        engine.batcher.on_batch = lambda size: loop.call_soon_threadsafe(metrics.record_batch, size)
         self.engine = engine
         self.status = "ok"
         log.info("ready")

@@ -2,8 +2,8 @@
 
 The order of work is chosen so that cheap checks fail first: planner
 overrides and proprio before images, images before the session lock, and
-only then the model, on its worker thread: the frames are encoded, then the
-plan joins the engine's micro-batch queue. Requests on one session hold its
+only then the model, on its worker thread, as one job that encodes the
+frames and plans (micro-batched with other sessions, server/batcher.py). Requests on one session hold its
 lock from reading the last plan to recording the next.
 """
 
@@ -15,11 +15,10 @@ import uuid
 from typing import Any
 
 import numpy as np
-import torch
 from starlette.concurrency import run_in_threadpool
 
-from models import Latent
-from planning import CEMConfig, MPCSession, PlanResult
+from planning import CEMConfig, MPCSession
+from server.batcher import Planned, Prepared
 from server.engine import Engine
 from server.errors import ApiError
 from server.images import DecodedImage, Notice, check_size, decode_image
@@ -44,29 +43,23 @@ async def plan(
     decoded_at = time.monotonic()
     deadline = _deadline(received_at, body.deadline_ms)
 
-    def encode() -> tuple[Latent, Latent, float]:
-        started = time.monotonic()
-        z_obs = engine.encode(obs.pixels, proprio)
-        z_goal = engine.encode(goal.pixels, goal_proprio)
-        return z_obs, z_goal, time.monotonic() - started
+    def prepare() -> Prepared:
+        return Prepared(engine.encode(obs.pixels, proprio), engine.encode(goal.pixels, goal_proprio), None)
 
     session_id = body.session_id or uuid.uuid4().hex
     session, created = runtime.sessions.get_or_create(session_id)
     try:
         async with session.lock:
-            z_obs, z_goal, encode_s = await engine.run(encode)
-            result, actions, plan_s = await engine.plan_queued(z_obs, z_goal, config, None, body.seed, deadline)
+            done = await engine.plan_queued(prepare, config, body.seed, deadline)
+            z_goal = done.prepared.z_goal
             state = PlanState(MPCSession(goal=z_goal, config=config), config, z_goal)
-            state.mpc.record(result)
+            state.mpc.record(done.result)
             session.state = state
     except BaseException:
         if created:
             runtime.sessions.discard(session)
         raise
-    return _response(
-        engine, session_id, result, actions, False,
-        obs.warnings + goal.warnings, received_at, decoded_at, encode_s, plan_s,
-    )
+    return _response(engine, session_id, done, obs.warnings + goal.warnings, received_at, decoded_at)
 
 
 async def replan(
@@ -93,21 +86,13 @@ async def replan(
                 "executed_steps",
             )
 
-        def encode() -> tuple[Latent, torch.Tensor | None, float]:
-            started = time.monotonic()
-            z_obs = engine.encode(obs.pixels, proprio)
-            return z_obs, state.mpc.init_mean(body.executed_steps), time.monotonic() - started
+        def prepare() -> Prepared:
+            init_mean = state.mpc.init_mean(body.executed_steps)
+            return Prepared(engine.encode(obs.pixels, proprio), state.goal, init_mean)
 
-        z_obs, init_mean, encode_s = await engine.run(encode)
-        result, actions, plan_s = await engine.plan_queued(
-            z_obs, state.goal, state.config, init_mean, body.seed, deadline
-        )
-        state.mpc.record(result)
-        warm = init_mean is not None
-    return _response(
-        engine, body.session_id, result, actions, warm,
-        obs.warnings, received_at, decoded_at, encode_s, plan_s,
-    )
+        done = await engine.plan_queued(prepare, state.config, body.seed, deadline)
+        state.mpc.record(done.result)
+    return _response(engine, body.session_id, done, obs.warnings, received_at, decoded_at)
 
 
 def build_config(
@@ -190,16 +175,14 @@ def _deadline(received_at: float, deadline_ms: float | None) -> float | None:
 def _response(
     engine: Engine,
     session_id: str,
-    result: PlanResult,
-    actions: np.ndarray,
-    warm: bool,
+    done: Planned,
     warnings: list[Notice],
     received_at: float,
     decoded_at: float,
-    encode_s: float,
-    plan_s: float,
 ) -> PlanResponse:
     """Shape the plan for the client: env steps and model steps, in raw units."""
+    result, actions = done.result, done.actions
+    warm = done.prepared.init_mean is not None
     if not np.isfinite(actions).all():
         raise ApiError(
             500, "plan.non_finite",
@@ -227,8 +210,8 @@ def _response(
         warm_start=warm,
         timing_ms={
             "decode": round((decoded_at - received_at) * ms, 3),
-            "encode": round(encode_s * ms, 3),
-            "plan": round(plan_s * ms, 3),
+            "encode": round(done.encode_s * ms, 3),
+            "plan": round(done.plan_s * ms, 3),
             "total": round((time.monotonic() - received_at) * ms, 3),
         },
         warnings=[{"code": n.code, "message": n.message, "field": n.field} for n in warnings],

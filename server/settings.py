@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     micro_batch_max: int = Field(
         default=16, ge=1, description="most requests in one micro-batch"
     )
+    micro_batch_wait_ms: float = Field(
+        default=5.0,
+        ge=0,
+        le=1000,
+        description="an idle model thread waits this long for more requests before planning a "
+        "new arrival, so that sessions returning together are batched together",
+    )
     warmup: bool = Field(
         default=True, description="run one short plan after loading, before reporting ready"
     )

@@ -13,6 +13,7 @@ import torch
 from models import Latent
 from models.testing import tiny_model
 from planning import CEMConfig
+from server.batcher import Prepared
 from server.engine import Engine
 
 CFG = CEMConfig(horizon=3, num_samples=24, topk=4, opt_steps=6, min_iterations=2, patience=2)
@@ -36,11 +37,16 @@ def requests(model) -> list[dict]:
             for o, g, c, i, s, d in specs]
 
 
+def queued(engine: Engine, r: dict):  # noqa: ANN201 - a coroutine
+    prepared = Prepared(r["z_obs"], r["z_goal"], r["init_mean"])
+    return engine.plan_queued(lambda: prepared, r["config"], r["seed"], r["deadline"])
+
+
 async def plan_concurrently(engine: Engine, reqs: list[dict]) -> list:
     """Hold the worker until every request is queued, so they batch."""
     gate = threading.Event()
     blocker = asyncio.ensure_future(engine.run(gate.wait))
-    tasks = [asyncio.ensure_future(engine.plan_queued(**r)) for r in reqs]
+    tasks = [asyncio.ensure_future(queued(engine, r)) for r in reqs]
     await asyncio.sleep(0.05)  # every task is waiting in the queue now
     gate.set()
     await blocker
@@ -51,7 +57,7 @@ def test_batched_plans_equal_plans_made_alone():
     model = tiny_model(seed=0)
     engine = Engine(model, torch.device("cpu"), CFG, max_batch=8)
     sizes: list[int] = []
-    engine.on_batch = sizes.append
+    engine.batcher.on_batch = sizes.append
     reqs = requests(model)
     try:
         batched = asyncio.run(plan_concurrently(engine, reqs))
@@ -60,12 +66,14 @@ def test_batched_plans_equal_plans_made_alone():
     finally:
         engine.close()
     assert sorted(sizes) == [1, 4], "four requests share a config and batch; the other plans alone"
-    for (res, actions, _), ref in zip(batched, alone):
+    for done, ref in zip(batched, alone):
+        res = done.result
         torch.testing.assert_close(res.actions, ref.actions, rtol=1e-5, atol=1e-6)
         assert res.loss_trace == pytest.approx(ref.loss_trace, rel=1e-5)
         assert (res.iterations, res.stop_reason, res.seed) == (ref.iterations, ref.stop_reason, ref.seed)
-        assert actions.shape == (CFG.horizon * model.config.frameskip, model.config.raw_action_dim)
-    assert len({str(r[0].actions) for r in batched}) == len(reqs)  # the comparison can tell them apart
+        assert done.actions.shape == (CFG.horizon * model.config.frameskip, model.config.raw_action_dim)
+    assert [d.batch for d in batched] == [4, 4, 4, 1, 4]
+    assert len({str(d.result.actions) for d in batched}) == len(reqs)  # the comparison can tell them apart
 
 
 def test_a_failing_request_does_not_fail_its_batch():
@@ -81,11 +89,58 @@ def test_a_failing_request_does_not_fail_its_batch():
     assert not isinstance(out[0], BaseException) and not isinstance(out[2], BaseException)
 
 
+def test_a_failing_prepare_fails_only_its_request():
+    model = tiny_model(seed=0)
+    engine = Engine(model, torch.device("cpu"), CFG, max_batch=8)
+    reqs = requests(model)[:3]
+
+    def broken() -> Prepared:
+        raise RuntimeError("encoder failed")
+
+    async def run() -> list:
+        gate = threading.Event()
+        blocker = asyncio.ensure_future(engine.run(gate.wait))
+        tasks = [asyncio.ensure_future(queued(engine, reqs[0])),
+                 asyncio.ensure_future(engine.plan_queued(broken, CFG, 1, None)),
+                 asyncio.ensure_future(queued(engine, reqs[2]))]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await blocker
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        out = asyncio.run(run())
+    finally:
+        engine.close()
+    assert isinstance(out[1], RuntimeError)
+    assert out[0].batch == out[2].batch == 2
+
+
+def test_an_idle_worker_waits_for_companions():
+    """Requests arriving a few ms apart at an idle worker are batched, not planned one by one."""
+    model = tiny_model(seed=0)
+    engine = Engine(model, torch.device("cpu"), CFG, max_batch=8, batch_wait_s=0.2)
+    reqs = requests(model)[:3]
+
+    async def run() -> list:
+        tasks = []
+        for r in reqs:
+            tasks.append(asyncio.ensure_future(queued(engine, r)))
+            await asyncio.sleep(0.01)
+        return await asyncio.gather(*tasks)
+
+    try:
+        out = asyncio.run(run())
+    finally:
+        engine.close()
+    assert [d.batch for d in out] == [3, 3, 3]
+
+
 def test_max_batch_one_plans_every_request_alone():
     model = tiny_model(seed=0)
     engine = Engine(model, torch.device("cpu"), CFG, max_batch=1)
     sizes: list[int] = []
-    engine.on_batch = sizes.append
+    engine.batcher.on_batch = sizes.append
     try:
         asyncio.run(plan_concurrently(engine, requests(model)[:3]))
     finally:
