@@ -301,11 +301,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     pd = int(c.health()["model"]["proprio_dim"])
                 if "overhead" not in result:
                     result["overhead"] = [overhead(server.url, f, n_overhead, pd) for f in ("raw", "png")]
+                with PlanningClient(server.url) as c:
+                    before = c.stats()["planner"]
                 phase = load(server.url, sessions, duration, args.max_requests, args.format, pd, server.rss)
                 with PlanningClient(server.url) as c:
-                    planner = c.stats()["planner"]
-                phase.update(micro_batch=micro, mean_batch_requests=planner.get("mean_batch_requests"),
-                             mean_iterations=planner.get("mean_iterations"))
+                    after = c.stats()["planner"]
+                batches = after["batches"] - before["batches"]
+                plans = after["plans"] - before["plans"]
+                phase.update(micro_batch=micro, batches=batches,
+                             mean_batch_requests=round(plans / batches, 2) if batches else None,
+                             mean_iterations=after.get("mean_iterations"))
                 result["phases"].append(phase)
             finally:
                 server.stop()

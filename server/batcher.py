@@ -9,9 +9,10 @@ plan it would have got alone (to float tolerance).
 
 Batches form from whatever queued while the previous batch ran. Requests
 that leave a batch together come back together a few milliseconds later, so
-when a job finds the worker idle the worker first waits `wait_s` for its
-companions; without it, the first to return would be planned alone and hold
-up the others for a whole plan. If a batch fails, its requests are retried
+when a job finds the worker idle after a batch of n > 1, the worker first
+waits up to `wait_s` for n compatible requests; without it, the first to
+return would be planned alone and hold up the others for a whole plan. After
+a lone request (one client) nobody waits. If a batch fails, its requests are retried
 one by one, so one bad request cannot fail the others.
 """
 
@@ -86,6 +87,7 @@ class MicroBatcher:
         self._pending: list[_Job] = []
         self._lock = threading.Lock()
         self._draining = False  # a _drain is queued on or running on the worker
+        self._last_batch = 1  # requests in the last batch: how many may come back together
 
     async def submit(self, prepare: Callable[[], Prepared], config: CEMConfig, seed: int | None,
                      deadline: float | None) -> Planned:
@@ -112,11 +114,13 @@ class MicroBatcher:
 
     def _drain(self, woke: bool) -> None:
         """Worker: prepare and plan the oldest waiting request with its compatible companions."""
-        if woke and self.max_batch > 1 and self.wait_s > 0:
+        expected = min(self.max_batch, self._last_batch)
+        if woke and expected > 1 and self.wait_s > 0:
             until = time.monotonic() + self.wait_s
-            while self._compatible() < self.max_batch and time.monotonic() < until:
+            while self._compatible() < expected and time.monotonic() < until:
                 time.sleep(min(5e-4, self.wait_s))
         batch = self._take()
+        self._last_batch = len(batch)
         ready: list[tuple[_Job, Prepared, float]] = []
         for job in batch:
             started = time.monotonic()

@@ -116,24 +116,30 @@ def test_a_failing_prepare_fails_only_its_request():
     assert out[0].batch == out[2].batch == 2
 
 
-def test_an_idle_worker_waits_for_companions():
-    """Requests arriving a few ms apart at an idle worker are batched, not planned one by one."""
+def test_an_idle_worker_waits_for_the_last_batch_to_come_back_but_a_lone_client_does_not_wait():
     model = tiny_model(seed=0)
-    engine = Engine(model, torch.device("cpu"), CFG, max_batch=8, batch_wait_s=0.2)
+    engine = Engine(model, torch.device("cpu"), CFG, max_batch=8, batch_wait_s=0.5)
     reqs = requests(model)[:3]
 
-    async def run() -> list:
+    async def staggered() -> list:
         tasks = []
         for r in reqs:
             tasks.append(asyncio.ensure_future(queued(engine, r)))
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.02)
         return await asyncio.gather(*tasks)
 
     try:
-        out = asyncio.run(run())
+        lone = asyncio.run(staggered())  # nothing was batched before: no waiting, three batches
+        assert [d.batch for d in lone] == [1, 1, 1]
+        asyncio.run(plan_concurrently(engine, reqs))  # a batch of three...
+        started = time.monotonic()
+        back = asyncio.run(staggered())  # ...comes back 20 ms apart and is batched again
+        assert [d.batch for d in back] == [3, 3, 3]
+        assert time.monotonic() - started < 0.5 + 5.0
+        lone_again = asyncio.run(staggered())  # after that batch of 3, wait for 3 again
+        assert [d.batch for d in lone_again] == [3, 3, 3]
     finally:
         engine.close()
-    assert [d.batch for d in out] == [3, 3, 3]
 
 
 def test_max_batch_one_plans_every_request_alone():
