@@ -88,6 +88,10 @@ def dino_wm_config(patch_side: int = 14) -> WorldModelConfig:
         concat_mode="feature", num_hist=3, depth=6, heads=16, dim_head=64, mlp_dim=2048)
 
 
+# --quick: the same code paths on a DINO-WM-shaped model small enough for a test (not a measurement).
+QUICK_DINO = {"vit_depth": 1, "depth": 2, "heads": 4, "dim_head": 16, "mlp_dim": 128}
+
+
 def synthetic_stats(cfg: WorldModelConfig) -> NormStats:
     return NormStats(action_mean=torch.zeros(cfg.raw_action_dim), action_std=torch.ones(cfg.raw_action_dim),
                      proprio_mean=torch.zeros(cfg.proprio_dim), proprio_std=torch.ones(cfg.proprio_dim),

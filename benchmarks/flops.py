@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmarks.common import DEFAULT_THREADS, dino_wm_config, machine, random_model, reachable_problem, set_threads
+from benchmarks.common import DEFAULT_THREADS, QUICK_DINO, dino_wm_config, machine, random_model, reachable_problem, set_threads
 from benchmarks.naive import full_predictor, naive_rollout
 from models import Latent, WorldModel, WorldModelConfig
 from planning import CEMConfig
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)
     cem = CEMConfig.paper()
     side, samples, rounds = (1, 2, 1) if args.quick else (args.patch_side, args.samples, args.rounds)
-    model = random_model(dino_wm_config(side), vit_depth=1 if args.quick else 12)
+    model = random_model(dino_wm_config(side), **(QUICK_DINO if args.quick else {}))
     peak = measure_peak(512 if args.quick else 2048, 2 if args.quick else 5)
     rows = run_ladder(model, samples, cem.horizon, rounds)
     peak_after = measure_peak(512 if args.quick else 2048, 2 if args.quick else 5)

@@ -276,7 +276,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.common import machine
 
     result: dict[str, Any] = {"machine": machine(), "server_torch_threads": args.threads, "phases": []}
-    duration, sessions = (2.0, 2) if args.quick else (args.duration, args.sessions)
+    duration, sessions = (1.0, 2) if args.quick else (args.duration, args.sessions)
     n_overhead = 3 if args.quick else args.overhead_requests
     if args.url:
         host = urlparse(args.url).hostname
