@@ -4,8 +4,9 @@ A request is one job on the model thread: `prepare` (encode its frames, read
 its warm start) then plan. When the worker takes the oldest waiting job, it
 takes with it every waiting job with an equal planner config (up to
 `max_batch`) and plans them in one batched `planning.plan` call. Each request
-keeps its own seed, warm start, early stopping and deadline, and gets the
-plan it would have got alone (to float tolerance).
+keeps its own seed, warm start, early stopping and deadline, gets the plan it
+would have got alone (to float tolerance), and is answered as soon as its own
+plan stops, while the rest of its batch goes on.
 
 Batches form from whatever queued while the previous batch ran. Requests
 that leave a batch together come back together a few milliseconds later, so
@@ -53,13 +54,14 @@ class Planned:
     actions: np.ndarray
     prepared: Prepared
     encode_s: float  # this request's `prepare`
-    plan_s: float  # the (shared) plan call
+    plan_s: float  # from the start of the (shared) plan call to this request's answer
     batch: int  # requests planned together
 
 
-# (prepared inputs, config, seeds, deadlines) -> [(plan, env actions)] for each
-PlanMany = Callable[[list[Prepared], CEMConfig, list[int | None], list[float | None]],
-                    list[tuple[PlanResult, np.ndarray]]]
+# (prepared inputs, config, seeds, deadlines, done): plans them all in one call and
+# calls done(i, plan, env actions) as soon as request i's plan is final.
+PlanMany = Callable[[list[Prepared], CEMConfig, list[int | None], list[float | None],
+                     Callable[[int, PlanResult, np.ndarray], None]], None]
 
 
 @dataclass(eq=False)
@@ -128,9 +130,7 @@ class MicroBatcher:
                 ready.append((job, job.prepare(), time.monotonic() - started))
             except Exception as exc:  # noqa: BLE001 - this request's own failure, handed to it
                 job.loop.call_soon_threadsafe(_settle, job.future, exc)
-        for group in self._plan(ready):
-            for job, outcome in group:
-                job.loop.call_soon_threadsafe(_settle, job.future, outcome)
+        self._plan(ready)
         with self._lock:
             if not self._pending:
                 self._draining = False
@@ -143,34 +143,47 @@ class MicroBatcher:
             for job in stranded:
                 job.loop.call_soon_threadsafe(_settle, job.future, exc)
 
-    def _plan(self, ready: list[tuple[_Job, Prepared, float]]) -> list[list[tuple[_Job, Any]]]:
-        """Plan `ready` together; if that fails, each alone. Returns (job, Planned | exception) groups."""
+    def _plan(self, ready: list[tuple[_Job, Prepared, float]]) -> None:
+        """Plan `ready` together, answering each job as its plan stops; if the call
+        fails, the jobs not yet answered are planned one by one."""
         if not ready:
-            return []
-        try:
-            return [self._plan_together(ready)]
-        except Exception as exc:  # noqa: BLE001 - retried alone below; a lone failure goes to its request
-            if len(ready) == 1:
-                return [[(ready[0][0], exc)]]
-            log.warning("a batch of %d plans failed (%s); planning them one by one", len(ready), exc)
-        out = []
-        for one in ready:
-            try:
-                out.append(self._plan_together([one]))
-            except Exception as exc:  # noqa: BLE001 - handed to the request that caused it
-                out.append([(one[0], exc)])
-        return out
+            return
+        left = self._plan_together(ready)
+        if not left:
+            return
+        if len(ready) == 1:
+            _, exc = left[0]
+            ready[0][0].loop.call_soon_threadsafe(_settle, ready[0][0].future, exc)
+            return
+        log.warning("a batch of %d plans failed (%s); planning the %d unanswered one by one",
+                    len(ready), left[0][1], len(left))
+        for one, _ in left:
+            failed = self._plan_together([one])
+            for (job, _, _), exc in failed:
+                job.loop.call_soon_threadsafe(_settle, job.future, exc)
 
-    def _plan_together(self, ready: list[tuple[_Job, Prepared, float]]) -> list[tuple[_Job, Planned]]:
-        jobs = [j for j, _, _ in ready]
-        inputs = [p for _, p, _ in ready]
+    def _plan_together(self, ready: list[tuple[_Job, Prepared, float]]
+                       ) -> list[tuple[tuple[_Job, Prepared, float], BaseException]]:
+        """One plan call; returns the entries left unanswered by a failure, with it."""
+        answered = [False] * len(ready)
         started = time.monotonic()
-        results = self._plan_many(inputs, jobs[0].config, [j.seed for j in jobs], [j.deadline for j in jobs])
-        plan_s = time.monotonic() - started
-        if self.on_batch is not None:
-            self.on_batch(len(jobs))
-        return [(job, Planned(res, actions, prep, enc_s, plan_s, len(jobs)))
-                for (job, prep, enc_s), (res, actions) in zip(ready, results)]
+
+        def done(i: int, result: PlanResult, actions: np.ndarray) -> None:
+            job, prepared, encode_s = ready[i]
+            planned = Planned(result, actions, prepared, encode_s, time.monotonic() - started, len(ready))
+            answered[i] = True
+            job.loop.call_soon_threadsafe(_settle, job.future, planned)
+
+        jobs = [j for j, _, _ in ready]
+        try:
+            self._plan_many([p for _, p, _ in ready], jobs[0].config, [j.seed for j in jobs],
+                            [j.deadline for j in jobs], done)
+        except Exception as exc:  # noqa: BLE001 - handed to the requests it left unanswered
+            return [(entry, exc) for entry, ok in zip(ready, answered) if not ok]
+        finally:
+            if self.on_batch is not None:
+                self.on_batch(len(ready))
+        return []
 
 
 def _settle(future: asyncio.Future, outcome: Any) -> None:

@@ -100,15 +100,15 @@ class Engine:
         return await self.batcher.submit(prepare, config, seed, deadline)
 
     def _plan_many(self, inputs: list[Prepared], config: CEMConfig, seeds: list[int | None],
-                   deadlines: list[float | None]) -> list[tuple[PlanResult, np.ndarray]]:
-        """Worker: one CEM call for B prepared requests."""
+                   deadlines: list[float | None], done: Callable[[int, PlanResult, np.ndarray], None]) -> None:
+        """Worker: one CEM call for B prepared requests; each is handed to `done` when it stops."""
         init = None
         if any(p.init_mean is not None for p in inputs):
             cold = torch.zeros(1, config.horizon, self.model.config.action_dim, device=self.device)
             init = torch.cat([cold if p.init_mean is None else p.init_mean for p in inputs])  # (B, H, A)
-        results = plan(self.model, Latent.cat([p.z_obs for p in inputs]), Latent.cat([p.z_goal for p in inputs]),
-                       config, init_mean=init, seeds=seeds, deadline=deadlines)
-        return [(r, self.env_actions(r.actions)) for r in results]
+        plan(self.model, Latent.cat([p.z_obs for p in inputs]), Latent.cat([p.z_goal for p in inputs]),
+             config, init_mean=init, seeds=seeds, deadline=deadlines,
+             on_done=lambda i, result: done(i, result, self.env_actions(result.actions)))
 
     # -- model work (call on the worker) ----------------------------------------
 

@@ -118,8 +118,17 @@ def test_a_failing_prepare_fails_only_its_request():
 
 def test_an_idle_worker_waits_for_the_last_batch_to_come_back_but_a_lone_client_does_not_wait():
     model = tiny_model(seed=0)
-    engine = Engine(model, torch.device("cpu"), CFG, max_batch=8, batch_wait_s=0.5)
+    wait = 2.0
+    engine = Engine(model, torch.device("cpu"), CFG, max_batch=8, batch_wait_s=wait)
     reqs = requests(model)[:3]
+
+    async def one_by_one() -> list:
+        out = []
+        for r in reqs:
+            started = time.monotonic()
+            out.append(await queued(engine, r))
+            assert time.monotonic() - started < wait / 2, "a lone request waited for companions"
+        return out
 
     async def staggered() -> list:
         tasks = []
@@ -129,15 +138,10 @@ def test_an_idle_worker_waits_for_the_last_batch_to_come_back_but_a_lone_client_
         return await asyncio.gather(*tasks)
 
     try:
-        lone = asyncio.run(staggered())  # nothing was batched before: no waiting, three batches
-        assert [d.batch for d in lone] == [1, 1, 1]
+        assert [d.batch for d in asyncio.run(one_by_one())] == [1, 1, 1]
         asyncio.run(plan_concurrently(engine, reqs))  # a batch of three...
-        started = time.monotonic()
         back = asyncio.run(staggered())  # ...comes back 20 ms apart and is batched again
         assert [d.batch for d in back] == [3, 3, 3]
-        assert time.monotonic() - started < 0.5 + 5.0
-        lone_again = asyncio.run(staggered())  # after that batch of 3, wait for 3 again
-        assert [d.batch for d in lone_again] == [3, 3, 3]
     finally:
         engine.close()
 
@@ -152,3 +156,18 @@ def test_max_batch_one_plans_every_request_alone():
     finally:
         engine.close()
     assert sizes == [1, 1, 1]
+
+
+def test_a_request_that_stops_early_is_answered_before_its_batch_ends():
+    model = tiny_model(seed=0)
+    engine = Engine(model, torch.device("cpu"), CFG, max_batch=8)
+    long = dataclasses.replace(CFG, opt_steps=40, min_iterations=40)
+    reqs = [dict(r, config=long) for r in requests(model)[:2]]
+    reqs[0]["deadline"] = time.monotonic() - 1.0  # one iteration, then its deadline has passed
+    try:
+        early, late = asyncio.run(plan_concurrently(engine, reqs))
+    finally:
+        engine.close()
+    assert (early.result.stop_reason, early.result.iterations) == ("deadline", 1)
+    assert late.result.iterations == 40 and early.batch == late.batch == 2
+    assert early.plan_s < late.plan_s / 4
