@@ -308,9 +308,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     after = c.stats()["planner"]
                 batches = after["batches"] - before["batches"]
                 plans = after["plans"] - before["plans"]
+                iterations = (after["mean_iterations"] or 0) * after["plans"] - (before["mean_iterations"] or 0) * before["plans"]
                 phase.update(micro_batch=micro, batches=batches,
                              mean_batch_requests=round(plans / batches, 2) if batches else None,
-                             mean_iterations=after.get("mean_iterations"))
+                             mean_iterations=round(iterations / plans, 2) if plans else None)
                 result["phases"].append(phase)
             finally:
                 server.stop()
