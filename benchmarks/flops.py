@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from benchmarks.common import DEFAULT_THREADS, QUICK_DINO, dino_wm_config, machine, random_model, reachable_problem, set_threads
-from benchmarks.naive import full_predictor, naive_rollout
+from benchmarks.naive import naive_rollout
 from models import Latent, WorldModel, WorldModelConfig
 from planning import CEMConfig
 

@@ -39,7 +39,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from benchmarks.common import (DEFAULT_THREADS, QUICK_DINO, Problem, default_arch, dino_wm_config, find_default_model,
