@@ -12,6 +12,13 @@ Planning only reads the prediction for the *last* frame of the window, so
 `forward(..., last_only=True)` computes the last block's queries, MLP and the
 final norm for those p tokens alone; every earlier block still needs all
 tokens (they are the keys and values of the last block).
+
+`extend(x, cache)` appends one frame to a window that starts at position 0:
+because of the frame-causal mask, the states of earlier frames do not depend
+on later ones, so their keys and values (kept in a `KVCache`) are exactly
+those of a full forward, and only the new frame's p tokens are computed.
+This holds while the window grows from position 0; once it slides, every
+frame moves to another learned position and must be recomputed.
 """
 
 from __future__ import annotations
@@ -58,6 +65,23 @@ class Attention(nn.Module):
         out = out.transpose(1, 2).reshape(b, tq, inner)  # (B, Tq, inner)
         return F.dropout(self.to_out(out), drop, self.training)
 
+    def extend(self, x: torch.Tensor, kv: torch.Tensor, start: int) -> torch.Tensor:
+        """Inference: attention outputs of the newest frame's tokens only.
+
+        x: (B, p, dim) the new frame; kv: (B, T_max, 2*inner) keys | values,
+        those of earlier tokens at [:, :start]; the new frame's are written at
+        [:, start:start+p]. The new frame sees every earlier token and its own
+        (frame-causal), so no mask. Returns (B, p, dim).
+        """
+        inner = self.heads * self.dim_head
+        q, kv_new = self.to_qkv(self.norm(x)).split([inner, 2 * inner], dim=-1)
+        end = start + x.shape[1]
+        kv[:, start:end] = kv_new
+        k, v = kv[:, :end].split(inner, dim=-1)  # (B, end, inner) each, strided views
+        out = F.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v))  # (B, nh, p, hs)
+        b, _, tq, _ = out.shape
+        return self.to_out(out.transpose(1, 2).reshape(b, tq, inner))  # (B, p, dim)
+
 
 class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden: int, dropout: float) -> None:
@@ -83,11 +107,31 @@ class Block(nn.Module):
         x = (x if queries is None else x[:, -queries:]) + a
         return x + self.ff(x)
 
+    def extend(self, x: torch.Tensor, kv: torch.Tensor, start: int) -> torch.Tensor:
+        x = x + self.attn.extend(x, kv, start)
+        return x + self.ff(x)
+
 
 def frame_causal_mask(frames: int, tokens_per_frame: int, device: torch.device | None = None) -> torch.Tensor:
     """(frames*p, frames*p) bool mask, True where a token may attend (frame_k <= frame_q)."""
     frame_id = torch.arange(frames * tokens_per_frame, device=device) // tokens_per_frame
     return frame_id[:, None] >= frame_id[None, :]
+
+
+class KVCache:
+    """Keys and values of the frames a predictor has seen, for `Predictor.extend`.
+
+    kv: (depth, B, num_frames * p, 2 * inner), preallocated once per rollout
+    (no growing concatenation); `length` tokens of it are filled.
+    """
+
+    def __init__(self, predictor: "Predictor", batch: int, frames: int, device: torch.device,
+                 dtype: torch.dtype) -> None:
+        attn = predictor.blocks[0].attn
+        inner = attn.heads * attn.dim_head
+        tokens = min(frames, predictor.num_frames) * predictor.tokens_per_frame
+        self.kv = torch.empty(len(predictor.blocks), batch, tokens, 2 * inner, device=device, dtype=dtype)
+        self.length = 0
 
 
 class Predictor(nn.Module):
@@ -117,4 +161,22 @@ class Predictor(nn.Module):
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             x = block(x, mask, queries=p if (last_only and i == last) else None)
+        return self.norm(x)
+
+    def extend(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Inference: predict from one more frame of a window that starts at position 0.
+
+        x: (B, p, dim) tokens of the frame at position `cache.length / p`; the
+        cache holds the earlier frames' keys and values and receives this
+        frame's. Returns (B, p, dim), equal (to float tolerance) to
+        `forward(window, last_only=True)` over the whole window.
+        """
+        p, start = x.shape[1], cache.length
+        if p != self.tokens_per_frame or start + p > cache.kv.shape[2]:
+            raise ValueError(f"extend got {p} tokens at position {start}; expected one frame of "
+                             f"{self.tokens_per_frame} within {cache.kv.shape[2]} cached tokens")
+        x = x + self.pos_embedding[:, start:start + p]
+        for block, kv in zip(self.blocks, cache.kv):
+            x = block.extend(x, kv, start)
+        cache.length = start + p
         return self.norm(x)

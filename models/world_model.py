@@ -21,7 +21,7 @@ from torch import nn
 
 from models.config import WorldModelConfig
 from models.encoders import build_encoder
-from models.predictor import Predictor
+from models.predictor import KVCache, Predictor
 from models.stats import ActionCodec, NormStats
 
 
@@ -164,10 +164,13 @@ class WorldModel(nn.Module):
         Returns Latent (B, H, P, Dv), (B, H, Ep): predicted frames 1..H.
 
         Frames live in one preallocated buffer (no growing concatenation);
-        predicted frames are written in place with their next action, and the
-        predictor computes only the last frame's outputs. With a learned
-        absolute position embedding the window's states depend on where the
-        window starts, so they are recomputed at every step.
+        predicted frames are written in place with their next action. While
+        the window still starts at frame 0 (the first num_hist steps), earlier
+        frames' keys and values are cached and only the newest frame is
+        computed (exact under the frame-causal mask, `Predictor.extend`).
+        Once the window slides, every frame sits at another learned absolute
+        position, so the window is recomputed, with only the last frame's
+        outputs in the last block (`last_only`).
         """
         b, h, _ = actions.shape
         c = self.config
@@ -177,10 +180,14 @@ class WorldModel(nn.Module):
         frames[:, 0] = self.tokens(z0, a_emb[:, 0])
         visual = torch.empty(b, h, c.num_patches, c.visual_dim, device=actions.device, dtype=a_emb.dtype)
         proprio = torch.empty(b, h, c.proprio_width, device=actions.device, dtype=a_emb.dtype)
+        cache = KVCache(self.predictor, b, min(h, c.num_hist), actions.device, a_emb.dtype)
         for t in range(h):
-            lo = max(0, t + 1 - c.num_hist)
-            window = frames[:, lo:t + 1].reshape(b, (t + 1 - lo) * p, d)  # (B, n*p, D)
-            nxt = self.predictor(window, last_only=True)  # (B, p, D): frame t+1
+            if t < c.num_hist:  # the window is frames 0..t at positions 0..t: extend it
+                nxt = self.predictor.extend(frames[:, t], cache)  # (B, p, D): frame t+1
+            else:
+                lo = t + 1 - c.num_hist
+                window = frames[:, lo:t + 1].reshape(b, c.num_hist * p, d)  # (B, n*p, D)
+                nxt = self.predictor(window, last_only=True)  # (B, p, D): frame t+1
             z = self.split(nxt)
             visual[:, t], proprio[:, t] = z.visual, z.proprio
             if t + 1 < h:
@@ -190,10 +197,12 @@ class WorldModel(nn.Module):
 
     def rollout_bytes_per_sample(self, horizon: int) -> int:
         """Rough peak activation memory of `rollout` per sample, in bytes (fp32):
-        the frame buffer plus one predictor block's temporaries over the widest
-        window, with the attention matrix materialised (worst case)."""
+        the frame buffer, the key/value cache, plus one predictor block's
+        temporaries over the widest window, with the attention matrix
+        materialised (worst case)."""
         c = self.config
         n = min(horizon, c.num_hist) * c.tokens_per_frame
         inner = c.heads * c.dim_head
         block = n * (3 * c.token_dim + 4 * inner + c.mlp_dim) + c.heads * n * n
-        return 4 * (horizon * c.tokens_per_frame * c.token_dim + 2 * block)
+        cache = c.depth * n * 2 * inner
+        return 4 * (horizon * c.tokens_per_frame * c.token_dim + cache + 2 * block)

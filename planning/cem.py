@@ -13,9 +13,11 @@ batch.
 
 Early stopping (per request): after `min_iterations`, stop once the best loss
 so far improved by less than `min_improvement` (relative) over the last
-`patience` iterations; stop all when the next iteration would pass the
-deadline. This needs one host sync per iteration (B floats), the only one in
-the loop.
+`patience` iterations; stop a request when the next iteration would pass its
+deadline (one deadline for all, or one per request). This needs one host
+sync per iteration (B floats), the only one in the loop. A request's plan
+does not depend on the others in the batch (to float tolerance), so a server
+may batch concurrent requests.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -101,14 +104,19 @@ def _draw_noise(b: int, cfg: CEMConfig, action_dim: int, seeds: list[int], devic
 
 def plan(model: WorldModel, z_obs: Latent, z_goal: Latent, cfg: CEMConfig,
          init_mean: torch.Tensor | None = None, seeds: list[int | None] | None = None,
-         deadline: float | None = None) -> list[PlanResult]:
+         deadline: float | Sequence[float | None] | None = None,
+         on_done: Callable[[int, PlanResult], None] | None = None) -> list[PlanResult]:
     """Plan for B requests.
 
     z_obs, z_goal: Latent (B, P, Dv), (B, Ep) of the current and goal frames.
     init_mean: (B, H, A) warm start in normalised space, or None (zeros: the
         mean training action). seeds: one per request (None = random, reported
-        back in the result). deadline: absolute `time.monotonic()` seconds;
-        at least one iteration always runs.
+        back in the result). deadline: absolute `time.monotonic()` seconds,
+        for all requests or one per request (None = none); at least one
+        iteration always runs. on_done(i, result): called as soon as request i
+        stops (converged or deadline) while others go on, so a caller serving
+        several clients can answer each at once; without it, every plan is
+        scored at the end in one pass.
     Returns B PlanResults.
     """
     b = z_obs.visual.shape[0]
@@ -117,6 +125,9 @@ def plan(model: WorldModel, z_obs: Latent, z_goal: Latent, cfg: CEMConfig,
     seeds = [secrets.randbits(63) if sd is None else int(sd) for sd in (seeds or [None] * b)]
     if len(seeds) != b:
         raise ValueError(f"got {len(seeds)} seeds for {b} requests")
+    deadlines = list(deadline) if isinstance(deadline, Sequence) else [deadline] * b
+    if len(deadlines) != b:
+        raise ValueError(f"got {len(deadlines)} deadlines for {b} requests")
     if init_mean is not None and tuple(init_mean.shape) != (b, h, a):
         raise ValueError(f"init_mean has shape {tuple(init_mean.shape)}; expected {(b, h, a)}")
     bounds = None
@@ -133,13 +144,32 @@ def plan(model: WorldModel, z_obs: Latent, z_goal: Latent, cfg: CEMConfig,
         evaluate = _Evaluator(model, z_obs.to(dev), z_goal.to(dev), cfg)
         traces: list[list[float]] = [[] for _ in range(b)]
         reasons = ["max_iterations"] * b
+        results: list[PlanResult | None] = [None] * b
+
+        def finish(ids: list[int]) -> None:
+            """Score the returned plans themselves (one sample each: cheap) so `loss` is honest."""
+            if not ids:
+                return
+            final = evaluate(torch.tensor(ids, device=dev), mu[ids][:, None]).squeeze(1).tolist()
+            for i, loss in zip(ids, final):
+                results[i] = PlanResult(actions=mu[i], sigma=sigma[i], loss=loss, loss_trace=traces[i],
+                                        iterations=len(traces[i]), stop_reason=reasons[i], seed=seeds[i])
+                if on_done is not None:
+                    on_done(i, results[i])
+
         active = list(range(b))
         iter_time = 0.0
         for it in range(cfg.opt_steps):
-            if deadline is not None and it > 0 and time.monotonic() + iter_time > deadline:
-                for i in active:
+            if it > 0:
+                now = time.monotonic()
+                late = [i for i in active if deadlines[i] is not None and now + iter_time > deadlines[i]]
+                for i in late:
                     reasons[i] = "deadline"
-                break
+                active = [i for i in active if i not in late]
+                if on_done is not None:
+                    finish(late)
+                if not active:
+                    break
             t0 = time.monotonic()
             idx = torch.tensor(active, device=dev)
             samples = mu[idx, None] + sigma[idx, None] * noise[idx, it]  # (b, S, H, A)
@@ -151,22 +181,22 @@ def plan(model: WorldModel, z_obs: Latent, z_goal: Latent, cfg: CEMConfig,
             mu[idx] = elites.mean(dim=1)
             sigma[idx] = elites.std(dim=1, unbiased=False).clamp_min(cfg.min_std)
             best = top.values[:, 0].tolist()  # the one host sync: early stopping needs the numbers
-            still = []
+            still, stopped = [], []
             for i, loss in zip(active, best):
                 traces[i].append(loss)
                 if _converged(traces[i], cfg):
                     reasons[i] = "converged"
+                    stopped.append(i)
                 else:
                     still.append(i)
             active = still
+            if on_done is not None and active:
+                finish(stopped)
             iter_time = time.monotonic() - t0
             if not active:
                 break
-        # Score the returned plans themselves (B samples: cheap) so `loss` is honest.
-        final = evaluate(torch.arange(b, device=dev), mu[:, None]).squeeze(1).tolist()
-
-    return [PlanResult(actions=mu[i], sigma=sigma[i], loss=final[i], loss_trace=traces[i],
-                       iterations=len(traces[i]), stop_reason=reasons[i], seed=seeds[i]) for i in range(b)]
+        finish([i for i in range(b) if results[i] is None])
+    return [r for r in results if r is not None]
 
 
 def _converged(trace: list[float], cfg: CEMConfig) -> bool:

@@ -3,6 +3,10 @@
 Bodies are parsed here rather than by FastAPI because they arrive as JSON or
 msgpack; the routes declare the same models in ``openapi_extra`` so the
 schema documents both.
+
+Every dependency is ``async def``: none blocks, and FastAPI runs a plain
+``def`` dependency in its threadpool, a thread hop per dependency per
+request (measured: ~0.5 ms of a raw frame's overhead on a busy 2-core CPU).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ M = TypeVar("M", bound=BaseModel)
 _bearer = HTTPBearer(auto_error=False, description="the server's API key, when one is set")
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -35,7 +39,7 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_engine(runtime: RuntimeDep) -> Engine:
+async def get_engine(runtime: RuntimeDep) -> Engine:
     """The loaded engine, or 503 while it loads (or after it failed to)."""
     if runtime.engine is None:
         if runtime.status == "failed":
@@ -52,7 +56,7 @@ def get_engine(runtime: RuntimeDep) -> Engine:
 EngineDep = Annotated[Engine, Depends(get_engine)]
 
 
-def require_api_key(
+async def require_api_key(
     request: Request,
     runtime: RuntimeDep,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
@@ -77,7 +81,7 @@ def require_api_key(
         raise ApiError(401, "auth.invalid", "the API key is not valid", headers=challenge)
 
 
-def received_at(request: Request) -> float:
+async def received_at(request: Request) -> float:
     """Monotonic time the request arrived (set by the metrics middleware)."""
     value = request.scope.get("state", {}).get("received_at")
     return float(value) if value is not None else time.monotonic()

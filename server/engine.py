@@ -5,6 +5,9 @@ event loop: HTTP stays responsive while a plan runs, and the model never sees
 two forwards at once (torch parallelises each forward over its own intra-op
 threads, and one GPU gains nothing from interleaving). Requests queue for the
 worker in arrival order.
+
+Plans go through a micro-batcher (server/batcher.py): concurrent requests
+with equal planner settings are planned together in one batched CEM call.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 import models
 from models import Latent, WorldModel, load_model
 from planning import CEMConfig, PlanResult, plan
+from server.batcher import MicroBatcher, Planned, Prepared
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,13 +45,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Engine:
-    """A model in eval mode on a device, the default CEM config and a worker thread."""
+    """A model in eval mode on a device, the default CEM config and a worker thread.
 
-    def __init__(self, model: WorldModel, device: torch.device, base_config: CEMConfig) -> None:
+    max_batch, batch_wait_s: micro-batching (server/batcher.py); max_batch 1
+    plans every request alone.
+    """
+
+    def __init__(self, model: WorldModel, device: torch.device, base_config: CEMConfig,
+                 max_batch: int = 1, batch_wait_s: float = 0.0) -> None:
         self.model = model
         self.device = device
         self.base_config = base_config
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wm-model")
+        self.batcher = MicroBatcher(self._executor, self._plan_many, max_batch, batch_wait_s)
 
     @classmethod
     def load(cls, settings: Settings) -> Engine:
@@ -61,14 +71,16 @@ class Engine:
         # CPU, with the model's own recommendations (artifact metadata) on top.
         preset = CEMConfig.for_model(model, device.type)
         base = dataclasses.replace(preset, **settings.planner.model_dump(exclude_none=True))
-        engine = cls(model, device, base)
+        engine = cls(model, device, base, settings.micro_batch_max if settings.micro_batch else 1,
+                     settings.micro_batch_wait_ms / 1000.0)
         log.info(
-            "loaded model %s (%d parameters) on %s in %.1f s; planner defaults %s",
+            "loaded model %s (%d parameters) on %s in %.1f s; planner defaults %s; micro-batches of up to %d",
             model.config.name,
             model.num_parameters(),
             device,
             time.monotonic() - started,
             base,
+            engine.batcher.max_batch,
         )
         return engine
 
@@ -81,6 +93,23 @@ class Engine:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def plan_queued(self, prepare: Callable[[], Prepared], config: CEMConfig, seed: int | None,
+                          deadline: float | None) -> Planned:
+        """Prepare (on the worker: encode, warm start) and plan one request,
+        micro-batched with other waiting requests of the same config."""
+        return await self.batcher.submit(prepare, config, seed, deadline)
+
+    def _plan_many(self, inputs: list[Prepared], config: CEMConfig, seeds: list[int | None],
+                   deadlines: list[float | None], done: Callable[[int, PlanResult, np.ndarray], None]) -> None:
+        """Worker: one CEM call for B prepared requests; each is handed to `done` when it stops."""
+        init = None
+        if any(p.init_mean is not None for p in inputs):
+            cold = torch.zeros(1, config.horizon, self.model.config.action_dim, device=self.device)
+            init = torch.cat([cold if p.init_mean is None else p.init_mean for p in inputs])  # (B, H, A)
+        plan(self.model, Latent.cat([p.z_obs for p in inputs]), Latent.cat([p.z_goal for p in inputs]),
+             config, init_mean=init, seeds=seeds, deadline=deadlines,
+             on_done=lambda i, result: done(i, result, self.env_actions(result.actions)))
 
     # -- model work (call on the worker) ----------------------------------------
 

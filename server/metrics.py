@@ -38,6 +38,8 @@ class Metrics:
         self.latency_sum_s: Counter[str] = Counter()
         self.stop_reasons: Counter[str] = Counter()
         self.iterations_total = 0
+        self.batches = 0
+        self.batched_requests = 0
 
     def uptime_s(self) -> float:
         return time.monotonic() - self.started
@@ -61,6 +63,10 @@ class Metrics:
                 buckets[i] += 1
         self.iterations_total += iterations
         self.stop_reasons[stop_reason] += 1
+
+    def record_batch(self, size: int) -> None:
+        self.batches += 1
+        self.batched_requests += size
 
     # -- /stats ---------------------------------------------------------------
 
@@ -90,6 +96,8 @@ class Metrics:
             "mean_iterations": round(self.iterations_total / plans, 3) if plans else None,
             "early_stop_rate": round(early / plans, 4) if plans else None,
             "stop_reasons": dict(sorted(self.stop_reasons.items())),
+            "batches": self.batches,
+            "mean_batch_requests": round(self.batched_requests / self.batches, 3) if self.batches else None,
         }
 
     # -- /metrics -------------------------------------------------------------
@@ -113,6 +121,10 @@ class Metrics:
                 [({"stop_reason": r}, n) for r, n in sorted(self.stop_reasons.items())])
         _family(out, "wm_plan_iterations_total", "counter", "CEM iterations run",
                 [({}, self.iterations_total)])
+        _family(out, "wm_plan_batches_total", "counter", "planner calls (micro-batches)",
+                [({}, self.batches)])
+        _family(out, "wm_plan_batched_requests_total", "counter", "requests planned in those calls",
+                [({}, self.batched_requests)])
         hist: list[tuple[dict[str, str], float]] = []
         for endpoint in sorted(self.plan_count):
             buckets = self.latency_buckets[endpoint]

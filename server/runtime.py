@@ -65,6 +65,10 @@ class Runtime:
             if self._on_fatal is not None:
                 self._on_fatal(exc)
             return
+        loop = asyncio.get_running_loop()
+        metrics = self.metrics
+        # Batches are planned on the worker thread; metrics live on the event loop.
+        engine.batcher.on_batch = lambda size: loop.call_soon_threadsafe(metrics.record_batch, size)
         self.engine = engine
         self.status = "ok"
         log.info("ready")

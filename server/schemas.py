@@ -213,6 +213,10 @@ class PlannerStats(_Strict):
         description="fraction of plans stopped early by the loss criterion (converged)"
     )
     stop_reasons: dict[str, int]
+    batches: int = Field(description="planner calls (micro-batches) made")
+    mean_batch_requests: float | None = Field(
+        description="requests planned together per call, on average (1 without micro-batching)"
+    )
 
 
 class SessionStats(_Strict):

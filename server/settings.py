@@ -78,6 +78,21 @@ class Settings(BaseSettings):
         description="intra-op CPU threads for the model; unset: torch's default (one per "
         "core). Lower it when the cores are shared: spinning threads stall each other",
     )
+    micro_batch: bool = Field(
+        default=True,
+        description="plan concurrent requests with equal planner settings together, in one "
+        "batched CEM call (each gets the plan it would get alone)",
+    )
+    micro_batch_max: int = Field(
+        default=16, ge=1, description="most requests in one micro-batch"
+    )
+    micro_batch_wait_ms: float = Field(
+        default=5.0,
+        ge=0,
+        le=1000,
+        description="an idle model thread waits this long for more requests before planning a "
+        "new arrival, so that sessions returning together are batched together",
+    )
     warmup: bool = Field(
         default=True, description="run one short plan after loading, before reporting ready"
     )

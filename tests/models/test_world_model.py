@@ -104,3 +104,20 @@ def test_config_errors_name_the_bad_value():
         WorldModelConfig(concat_mode="tiles")
     with pytest.raises(ValueError, match="unknown world-model config keys"):
         WorldModelConfig.from_dict({"image_size": 64, "colour": "blue"})
+
+
+def test_extend_with_cache_matches_full_window_forward():
+    """The cached path computes only the newest frame; under the frame-causal
+    mask it must equal the full window's last frame at every window length."""
+    from models.predictor import KVCache
+
+    model = tiny_model(seed=5)
+    p, d = model.config.tokens_per_frame, model.config.token_dim
+    x = torch.randn(3, model.config.num_hist * p, d)
+    cache = KVCache(model.predictor, 3, model.config.num_hist, x.device, x.dtype)
+    for f in range(model.config.num_hist):
+        step = model.predictor.extend(x[:, f * p:(f + 1) * p], cache)
+        full = model.predictor(x[:, :(f + 1) * p], last_only=True)
+        torch.testing.assert_close(step, full, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="extend got"):
+        model.predictor.extend(x[:, :p], cache)  # the cache is full

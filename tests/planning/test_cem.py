@@ -163,3 +163,15 @@ def test_for_model_applies_the_artifact_recommendation_on_the_device_preset():
     model.metadata = {"planner": {"samples": 3}}
     with pytest.raises(ValueError, match="unknown CEM settings \\['samples'\\]"):
         CEMConfig.for_model(model)
+
+
+def test_per_request_deadlines_stop_only_their_request():
+    model, z, g = tiny_problem(b=2)
+    past = time.monotonic() - 1.0
+    late, free = plan(model, z, g, SMALL, seeds=[7, 8], deadline=[past, None])
+    (alone,) = plan(model, z.index(slice(1, 2)), g.index(slice(1, 2)), SMALL, seeds=[8])
+    assert (late.stop_reason, late.iterations) == ("deadline", 1)  # one iteration always runs
+    assert free.stop_reason != "deadline"
+    torch.testing.assert_close(free.actions, alone.actions, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="deadlines for 2 requests"):
+        plan(model, z, g, SMALL, seeds=[7, 8], deadline=[past])

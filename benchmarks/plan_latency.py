@@ -1,0 +1,300 @@
+"""Plan and replan latency in-process, against a naive reference planner.
+
+    python -m benchmarks.plan_latency [--json] [--quick] [--model PATH] [--threads 2] [--plots DIR]
+
+Rows:
+
+* the shipped default model (models/default/wall.pt, else runs/wall/model.pt,
+  or --model) on wall-environment tasks, with the paper CEM settings and the
+  CPU preset. Without a trained artifact the row uses the default
+  architecture with random weights on reachable goals, and says so.
+* a DINO-WM-proportioned model with random weights: DINOv2 ViT-S/14 encoder,
+  predictor token width 404, depth 6, 16 heads x 64, MLP 2048, 3 frames of
+  history, paper CEM settings (horizon 5, 30 iterations). On a 2-core CPU the
+  paper's 196 patches x 300 samples take hours per plan, so it is scaled down
+  (`--dino-patch-side`, `--dino-samples`, top-k 10% of the samples); every
+  per-token width and the iteration budget are kept, and the FLOPs of the
+  full-size plan are extrapolated from the analytic count (benchmarks/flops.py).
+
+For every row and seed, interleaved in one process on the same weights and
+inputs: our planner (`planning.plan`, early stopping on), the same without
+early stopping, a warm-started replan, and the naive DINO-WM-style planner
+(benchmarks/naive.py, all iterations). Without early stopping ours and the
+naive planner return the same plan (same samples); with it, "equal quality"
+means our mean final objective is within QUALITY_TOLERANCE (relative) of the
+naive planner's. The speedup is the median over seeds of naive / ours.
+fraction_of_peak: the analytic FLOPs of our plan's rollouts divided by its
+time and by the fp32 matmul peak measured in the same run (the best
+2048^3 GEMM rate seen at its start and end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.common import (DEFAULT_THREADS, QUICK_DINO, Problem, default_arch, dino_wm_config, find_default_model,
+                               load_or_none, machine, percentiles_ms, random_model, reachable_problem,
+                               set_threads, wall_problem)
+from benchmarks.flops import measure_peak, plan_flops
+from benchmarks.naive import naive_plan
+from models import Latent, WorldModel
+from models.testing import TINY_CONFIG
+from planning import CEMConfig, plan, warm_start
+
+QUALITY_TOLERANCE = 0.05  # ours' mean final objective may exceed the naive planner's by 5 %
+
+
+def _plan(model: WorldModel, z_obs: Latent, z_goal: Latent, cfg: CEMConfig, seed: int,
+          init: torch.Tensor | None = None) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    (res,) = plan(model, z_obs, z_goal, cfg, init_mean=init, seeds=[seed])
+    return res, time.perf_counter() - t0
+
+
+def measure_row(name: str, model: WorldModel, problems: list[Problem], cfg: CEMConfig, note: str,
+                naive: bool = True) -> dict[str, Any]:
+    """One model and CEM config over several single-request problems (one seed each)."""
+    no_stop = dataclasses.replace(cfg, min_iterations=cfg.opt_steps)  # the rule cannot fire before the end
+    t_plan, t_replan, t_full, t_naive = [], [], [], []
+    its, reasons, loss, loss_full, loss_naive, flops_rate = [], [], [], [], [], []
+    traces: dict[str, list] = {"ours": [], "naive": []}
+    for seed, prob in enumerate(problems):
+        with torch.inference_mode():
+            z, g = prob.z_obs, prob.z_goal
+            res, dt = _plan(model, z, g, cfg, seed)
+            t_plan.append(dt)
+            its.append(res.iterations)
+            reasons.append(res.stop_reason)
+            loss.append(res.loss)
+            traces["ours"].append(res.loss_trace)
+            flops_rate.append(plan_flops(model.config, cfg, res.iterations, "ours").total / dt)
+            # Replan: one model step executed; the new observation is the model's own prediction of it.
+            nxt = model.rollout(z, res.actions[None, :1])
+            z_next = Latent(nxt.visual[:, 0], nxt.proprio[:, 0])
+            _, dt = _plan(model, z_next, g, cfg, seed + 1000, warm_start(res.actions[None], 1))
+            t_replan.append(dt)
+            full, dt = _plan(model, z, g, no_stop, seed)
+            t_full.append(dt)
+            loss_full.append(full.loss)
+        if naive:
+            t0 = time.perf_counter()
+            (ref,) = naive_plan(model, prob.pixels, prob.norm_proprio, g, cfg, seeds=[seed])
+            t_naive.append(time.perf_counter() - t0)
+            loss_naive.append(ref.loss)
+            traces["naive"].append(ref.loss_trace)
+            # Same samples, no early stop: the same plan, up to float reassociation.
+            assert torch.allclose(full.actions, ref.actions, rtol=1e-3, atol=1e-3), "naive and ours disagree"
+    row: dict[str, Any] = {
+        "name": name, "note": note, "model": model.config.name, "parameters": model.num_parameters(),
+        "tokens_per_frame": model.config.tokens_per_frame, "token_dim": model.config.token_dim,
+        "cem": {k: getattr(cfg, k) for k in ("horizon", "num_samples", "topk", "opt_steps", "min_iterations",
+                                             "patience", "min_improvement")},
+        "seeds": len(problems), "plan": percentiles_ms(t_plan), "replan": percentiles_ms(t_replan),
+        "iterations": its, "iterations_mean": statistics.fmean(its), "stop_reasons": reasons,
+        "no_early_stop": percentiles_ms(t_full),
+        "early_stop_saving": round(1 - statistics.median(t_plan) / statistics.median(t_full), 3),
+        "final_objective": {"ours": statistics.fmean(loss), "ours_no_early_stop": statistics.fmean(loss_full)},
+        "achieved_gflops": round(statistics.median(flops_rate) / 1e9, 2),
+        "loss_traces": traces,
+    }
+    if naive:
+        ratios = [n / o for n, o in zip(t_naive, t_plan)]
+        naive_mean = statistics.fmean(loss_naive)
+        row.update({
+            "naive": percentiles_ms(t_naive), "speedup_vs_naive": round(statistics.median(ratios), 2),
+            "speedup_no_early_stop": round(statistics.median([n / f for n, f in zip(t_naive, t_full)]), 2),
+            "equal_quality": statistics.fmean(loss) <= naive_mean * (1 + QUALITY_TOLERANCE) + 1e-9})
+        row["final_objective"]["naive"] = naive_mean
+    return row
+
+
+def sweep_samples(model: WorldModel, problems: list[Problem], base: CEMConfig, counts: list[int],
+                  naive: bool) -> list[dict[str, Any]]:
+    """Plan latency against num_samples (top-k 10 %), ours and (optionally) naive."""
+    out = []
+    for s in counts:
+        cfg = dataclasses.replace(base, num_samples=s, topk=max(1, s // 10))
+        ours, ref = [], []
+        for seed, prob in enumerate(problems):
+            with torch.inference_mode():
+                ours.append(_plan(model, prob.z_obs, prob.z_goal, cfg, seed)[1])
+            if naive and seed == 0:
+                t0 = time.perf_counter()
+                naive_plan(model, prob.pixels, prob.norm_proprio, prob.z_goal, cfg, seeds=[seed])
+                ref.append(time.perf_counter() - t0)
+        out.append({"num_samples": s, "ours_p50_ms": percentiles_ms(ours)["p50_ms"],
+                    "naive_ms": percentiles_ms(ref)["p50_ms"] if ref else None})
+    return out
+
+
+def plots(result: dict[str, Any], folder: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    if result.get("sweep"):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        sw = result["sweep"]
+        xs = [p["num_samples"] for p in sw]
+        ax.plot(xs, [p["ours_p50_ms"] for p in sw], "o-", label="ours (early stop on), p50")
+        if any(p["naive_ms"] for p in sw):
+            ax.plot(xs, [p["naive_ms"] for p in sw], "s--", label="naive reference (all iterations)")
+        ax.set(xlabel="num_samples (top-k = 10 %)", ylabel="plan latency [ms]", yscale="log",
+               title=f"{result['sweep_model']}: {result['sweep_cem']}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(folder / "latency_vs_samples.png", dpi=110)
+        written.append(str(folder / "latency_vs_samples.png"))
+        plt.close(fig)
+    rows = [r for r in result["rows"] if r["loss_traces"]["naive"]]
+    if rows:
+        fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 4), squeeze=False)
+        for ax, row in zip(axes[0], rows):
+            for i, (o, n) in enumerate(zip(row["loss_traces"]["ours"], row["loss_traces"]["naive"])):
+                ax.plot(range(1, len(n) + 1), n, color="tab:gray", alpha=0.6, label="naive (no early stop)" if i == 0 else None)
+                ax.plot(range(1, len(o) + 1), o, color="tab:blue", label="ours (stops early)" if i == 0 else None)
+                ax.plot(len(o), o[-1], "o", color="tab:blue")
+            ax.set(xlabel="CEM iteration", ylabel="best sample loss", yscale="log", title=row["name"])
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(folder / "loss_vs_iteration.png", dpi=110)
+        written.append(str(folder / "loss_vs_iteration.png"))
+        plt.close(fig)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.plan_latency", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--quick", action="store_true", help="tiny models and settings: checks the script in seconds")
+    ap.add_argument("--model", help="default model artifact (default: models/default/wall.pt, runs/wall/model.pt)")
+    ap.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    ap.add_argument("--seeds", type=int, default=5, help="problems (seeds) per default-model row")
+    ap.add_argument("--dino-seeds", type=int, default=3)
+    ap.add_argument("--dino-patch-side", type=int, default=2, help="patches per side (paper: 14 = 196)")
+    ap.add_argument("--dino-samples", type=int, default=30, help="CEM samples (paper: 300)")
+    ap.add_argument("--sweep", default="25,50,100,200,300", help="num_samples for the latency sweep ('' = none)")
+    ap.add_argument("--only", choices=("default", "dino"), help="run only these rows (no sweep for 'dino')")
+    ap.add_argument("--plots", type=Path, help="write latency_vs_samples.png and loss_vs_iteration.png here")
+    args = ap.parse_args(argv)
+    set_threads(args.threads)
+    peak = measure_peak(512 if args.quick else 2048, 2 if args.quick else 5)
+    paper, cpu = CEMConfig.paper(), CEMConfig.cpu_preset()
+    rows, notes = [], []
+
+    if args.quick:
+        default, note = random_model(TINY_CONFIG), "tiny random model (--quick)"
+        paper = dataclasses.replace(paper, num_samples=16, topk=4, opt_steps=4, min_iterations=2, patience=1)
+        cpu = dataclasses.replace(cpu, num_samples=8, topk=2, opt_steps=3, min_iterations=2, patience=1)
+    else:
+        path = find_default_model(args.model)
+        default = load_or_none(path)
+        note = f"trained artifact {path}, wall-environment 'near' tasks"
+        if default is None:
+            msg = ("no trained default model (models/default/wall.pt, runs/wall/model.pt; --model PATH): the "
+                   "trained-model row is skipped; the default architecture runs with random weights instead")
+            notes.append(msg)
+            print(msg, file=sys.stderr)
+            default, note = random_model(default_arch()), "default architecture (configs/wall.json), RANDOM weights, reachable goals"
+    trained = "trained" in note
+
+    def problems(model: WorldModel, n: int, horizon: int) -> list[Problem]:
+        return [wall_problem(model, 1, s) if trained else reachable_problem(model, 1, horizon, s) for s in range(n)]
+
+    seeds = 1 if args.quick else args.seeds
+    probs = problems(default, seeds, paper.horizon)
+    for label, cfg in (("paper", paper), ("cpu preset", cpu)) if args.only != "dino" else ():
+        rows.append(measure_row(f"default model, {label}", default, probs, cfg, note))
+        print(f"done: default model, {label}", file=sys.stderr)
+
+    side, samples = (1, 8) if args.quick else (args.dino_patch_side, args.dino_samples)
+    dino = random_model(dino_wm_config(side), **(QUICK_DINO if args.quick else {}))
+    dcfg = dataclasses.replace(CEMConfig.paper(), num_samples=samples, topk=max(1, samples // 10),
+                               **({"opt_steps": 4, "min_iterations": 2, "patience": 1} if args.quick else {}))
+    scale = (f"scaled: {dino.config.num_patches} patches ({14 * side} px) instead of 196, {samples} samples / "
+             f"top {dcfg.topk} instead of 300 / 30; random weights, reachable goals")
+    dprobs = [reachable_problem(dino, 1, dcfg.horizon, 100 + s) for s in range(1 if args.quick else args.dino_seeds)]
+    if args.only != "default":
+        rows.append(measure_row("DINO-WM-proportioned", dino, dprobs, dcfg, scale))
+        print("done: DINO-WM-proportioned", file=sys.stderr)
+
+    sweep = []
+    counts = [int(x) for x in args.sweep.split(",") if x] if not args.quick else [8, 16]
+    if counts and args.only != "dino":
+        sweep = sweep_samples(default, probs[:3], paper, counts, naive=True)
+    peak_end = measure_peak(512 if args.quick else 2048, 2 if args.quick else 5)
+    best = max(peak["peak_flops"], peak_end["peak_flops"])  # conservative: the best GEMM seen in this run
+    for r in rows:
+        r["fraction_of_peak"] = round(r["achieved_gflops"] * 1e9 / best, 3)
+    d = rows[-1]  # the headline: the DINO-WM-proportioned row, unless --only default
+    full = dino_wm_config(14)
+    extrap = plan_flops(full, CEMConfig.paper(), round(d["iterations_mean"]), "ours").total
+    result = {
+        "machine": machine(), "notes": notes, "quality_tolerance": QUALITY_TOLERANCE,
+        "peak_gflops": {"best": round(best / 1e9, 2),
+                        "median_start": round(peak["median_flops"] / 1e9, 2),
+                        "median_end": round(peak_end["median_flops"] / 1e9, 2)},
+        "rows": rows, "sweep": sweep, "sweep_model": rows[0]["model"], "sweep_cem": "paper iterations, early stop on",
+        "headline_row": d["name"], "speedup_vs_naive": d.get("speedup_vs_naive"),
+        "equal_quality": d.get("equal_quality"), "fraction_of_peak": d["fraction_of_peak"],
+        "dino_wm_full_size_extrapolation": {
+            "iterations": round(d["iterations_mean"]),
+            "plan_tflop_ours": round(extrap / 1e12, 1),
+            "plan_tflop_naive": round(plan_flops(full, CEMConfig.paper(), 30, "naive").total / 1e12, 1),
+            "hours_at_achieved_rate": round(extrap / (d["achieved_gflops"] * 1e9) / 3600, 2)},
+    }
+    if args.plots:
+        result["plots"] = plots(result, args.plots)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    _print(result)
+    return 0
+
+
+def _print(result: dict[str, Any]) -> None:
+    m = result["machine"]
+    print(f"{m['cpu']}, {m['logical_cores']} cores, torch {m['torch']}, {m['torch_threads']} threads, "
+          f"load {m['load_average_1m']}; fp32 matmul peak {result['peak_gflops']} GFLOP/s")
+    for note in result["notes"]:
+        print(f"NOTE: {note}")
+    for r in result["rows"]:
+        print(f"\n{r['name']} ({r['note']}); CEM {r['cem']}")
+        print(f"  plan   p50 {r['plan']['p50_ms']:9.1f} ms  p95 {r['plan']['p95_ms']:9.1f} ms   "
+              f"iterations {r['iterations']} ({', '.join(sorted(set(r['stop_reasons'])))})")
+        print(f"  replan p50 {r['replan']['p50_ms']:9.1f} ms  p95 {r['replan']['p95_ms']:9.1f} ms")
+        print(f"  no early stop p50 {r['no_early_stop']['p50_ms']:9.1f} ms: early stopping saves "
+              f"{100 * r['early_stop_saving']:.0f}%")
+        if "naive" in r:
+            print(f"  naive  p50 {r['naive']['p50_ms']:9.1f} ms  -> speedup x{r['speedup_vs_naive']} "
+                  f"(x{r['speedup_no_early_stop']} without early stop)")
+        fo = r["final_objective"]
+        print(f"  final objective: ours {fo['ours']:.5g}, no early stop {fo['ours_no_early_stop']:.5g}, "
+              f"naive {fo.get('naive', float('nan')):.5g}; equal quality: {r.get('equal_quality')}")
+        print(f"  {r['achieved_gflops']} GFLOP/s = {100 * r['fraction_of_peak']:.1f}% of the best matmul rate")
+    for p in result["sweep"]:
+        print(f"  sweep: {p['num_samples']:4d} samples: ours {p['ours_p50_ms']} ms, naive {p['naive_ms']} ms")
+    x = result["dino_wm_full_size_extrapolation"]
+    print(f"\nDINO-WM full size (196 patches, 300 samples, {x['iterations']} iterations): {x['plan_tflop_ours']} TFLOP ours vs "
+          f"{x['plan_tflop_naive']} naive; {x['hours_at_achieved_rate']} h at the achieved rate")
+    print(f"{result['headline_row']}: speedup_vs_naive {result['speedup_vs_naive']} (equal quality: {result['equal_quality']}), "
+          f"fraction_of_peak {result['fraction_of_peak']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
