@@ -72,15 +72,14 @@ class _Evaluator:
         """req: (b,) request indices; samples: (b, S, H, A) -> losses (b, S)."""
         b, s, h, a = samples.shape
         flat = samples.reshape(b * s, h, a)
-        owner = req.repeat_interleave(s)  # (b*S,) request of each sample
         out = torch.empty(b * s, device=samples.device, dtype=samples.dtype)
         i = 0
         while i < b * s:
             j = min(b * s, i + self.chunk)
             try:
-                r = owner[i:j]
-                pred = self.model.rollout(self.z_obs.index(r), flat[i:j])
-                out[i:j] = objective(pred, self.z_goal.index(r), self.cfg.objective, self.cfg.alpha, self.cfg.base)
+                z_obs, z_goal = self._latents(self.z_obs, req, i, j, s), self._latents(self.z_goal, req, i, j, s)
+                pred = self.model.rollout(z_obs, flat[i:j])
+                out[i:j] = objective(pred, z_goal, self.cfg.objective, self.cfg.alpha, self.cfg.base)
             except (RuntimeError, torch.OutOfMemoryError) as exc:
                 if not _is_oom(exc) or self.chunk == 1:
                     raise
@@ -89,6 +88,16 @@ class _Evaluator:
                 continue
             i = j
         return out.view(b, s)
+
+    @staticmethod
+    def _latents(z: Latent, req: torch.Tensor, i: int, j: int, s: int) -> Latent:
+        """Latents of flat samples i..j-1 (S per request): a broadcast view when they
+        all belong to one request (no copy of the latent per sample), else a gather."""
+        first, last = i // s, (j - 1) // s
+        if first == last:
+            one = z.index(req[first:first + 1])  # (1, ...)
+            return Latent(one.visual.expand(j - i, *one.visual.shape[1:]), one.proprio.expand(j - i, -1))
+        return z.index(req[first:last + 1].repeat_interleave(s)[i - first * s:j - first * s])
 
 
 def _draw_noise(b: int, cfg: CEMConfig, action_dim: int, seeds: list[int], device: torch.device) -> torch.Tensor:
