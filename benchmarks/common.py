@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from models import DEFAULT_MODEL_PATH, Latent, NormStats, WorldModel, WorldModelConfig, load_model
+from models import testing
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_THREADS = 2
@@ -101,8 +102,7 @@ def synthetic_stats(cfg: WorldModelConfig) -> NormStats:
 def random_model(cfg: WorldModelConfig, seed: int = 0, **overrides: Any) -> WorldModel:
     """An eval-mode model with random weights (timing does not depend on the weights)."""
     cfg = replace(cfg, **overrides)
-    torch.manual_seed(seed)
-    return WorldModel(cfg, synthetic_stats(cfg)).eval().requires_grad_(False)
+    return testing.random_model(cfg, synthetic_stats(cfg), seed)
 
 
 def load_or_none(path: Path | None) -> WorldModel | None:

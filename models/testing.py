@@ -26,11 +26,16 @@ def tiny_stats(cfg: WorldModelConfig = TINY_CONFIG) -> NormStats:
         provenance={"dataset": "synthetic", "split": "train", "num_episodes": 1, "num_frames": 1})
 
 
+def random_model(cfg: WorldModelConfig, stats: NormStats, seed: int = 0) -> WorldModel:
+    """An eval-mode model with seeded random weights."""
+    torch.manual_seed(seed)
+    return WorldModel(cfg, stats).eval().requires_grad_(False)
+
+
 def tiny_model(seed: int = 0, **overrides: Any) -> WorldModel:
     """A random eval-mode model, small enough to plan with in milliseconds on a CPU."""
     cfg = replace(TINY_CONFIG, **overrides)
-    torch.manual_seed(seed)
-    return WorldModel(cfg, tiny_stats(cfg)).eval().requires_grad_(False)
+    return random_model(cfg, tiny_stats(cfg), seed)
 
 
 def save_tiny_model(path: str | Path, seed: int = 0, **overrides: Any) -> Path:
