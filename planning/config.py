@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
@@ -49,30 +50,21 @@ class CEMConfig:
     chunk_size: int | None = None
 
     def __post_init__(self) -> None:
+        # Strict: a server builds this from client overrides and answers the ValueError.
         for name in ("horizon", "num_samples", "topk", "opt_steps", "patience"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)!r}: must be an integer >= 1")
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("min_iterations", self.min_iterations, minimum=0)
+        if self.chunk_size is not None:
+            _check_int("chunk_size", self.chunk_size, minimum=1, extra=" or None")
+        for name in ("var_scale", "base", "memory_budget_mb"):
+            _check_float(self, name, positive=True)
+        for name in ("min_std", "alpha", "min_improvement"):
+            _check_float(self, name, positive=False)
         if self.topk > self.num_samples:
             raise ValueError(f"topk={self.topk} exceeds num_samples={self.num_samples}: "
                              "the elites are chosen among the samples")
         if self.objective not in ("last", "all"):
             raise ValueError(f"objective={self.objective!r}: expected 'last' or 'all'")
-        if not self.var_scale > 0:
-            raise ValueError(f"var_scale={self.var_scale}: must be > 0")
-        if not self.min_std >= 0:
-            raise ValueError(f"min_std={self.min_std}: must be >= 0")
-        if not self.alpha >= 0:
-            raise ValueError(f"alpha={self.alpha}: must be >= 0")
-        if not self.base > 0:
-            raise ValueError(f"base={self.base}: must be > 0")
-        if self.min_iterations < 0:
-            raise ValueError(f"min_iterations={self.min_iterations}: must be >= 0")
-        if not self.min_improvement >= 0:
-            raise ValueError(f"min_improvement={self.min_improvement}: must be >= 0")
-        if not self.memory_budget_mb > 0:
-            raise ValueError(f"memory_budget_mb={self.memory_budget_mb}: must be > 0")
-        if self.chunk_size is not None and self.chunk_size < 1:
-            raise ValueError(f"chunk_size={self.chunk_size}: must be >= 1 or None")
 
     @classmethod
     def paper(cls) -> "CEMConfig":
@@ -103,3 +95,21 @@ class CEMConfig:
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
+
+
+def _check_int(name: str, value: Any, minimum: int, extra: str = "") -> None:
+    """An int (not a bool, not a float such as 3.0) >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r}: must be an integer >= {minimum}{extra}")
+
+
+def _check_float(cfg: Any, name: str, positive: bool) -> None:
+    """A finite real number (an int is accepted and stored as float; bool, NaN
+    and +-inf are not), > 0 when `positive`, else >= 0."""
+    value = getattr(cfg, name)
+    rule = "> 0" if positive else ">= 0"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name}={value!r}: must be a finite number {rule}")
+    if (positive and not value > 0) or (not positive and not value >= 0):
+        raise ValueError(f"{name}={value!r}: must be {rule}")
+    object.__setattr__(cfg, name, float(value))  # frozen: the one normalisation, at construction

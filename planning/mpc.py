@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from models import Latent
-from planning.cem import PlanResult
+from planning.result import PlanResult
 from planning.config import CEMConfig
 
 

@@ -8,7 +8,7 @@ import torch
 
 from models.testing import tiny_model
 from planning import CEMConfig, plan
-from planning.cem import _converged
+from planning.driver import _converged
 from tests.planning.toy import LinearToyModel
 
 SMALL = CEMConfig(horizon=3, num_samples=40, topk=5, opt_steps=6, min_iterations=6)
