@@ -37,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models import DEFAULT_MODEL_PATH
     from server.app import create_app
     from server.engine import resolve_device
+    from server.http import uvicorn_config
 
     try:
         resolve_device(settings.device)
@@ -64,14 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.should_exit = True
 
     app = create_app(settings, on_fatal=stop)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        # Logging is configured above; keep uvicorn's access log in it.
-        log_config=None,
-    )
+    # Logging is configured above; keep uvicorn's access log in it. On SIGTERM uvicorn
+    # stops listening, gives in-flight plans shutdown_grace_s, then cancels them.
+    config = uvicorn_config(app, settings, log_level=settings.log_level, log_config=None)
     server = uvicorn.Server(config)
     server.run()
     return 1 if fatal else 0

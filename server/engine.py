@@ -1,39 +1,37 @@
-"""The loaded world model and the one thread that runs it.
+"""The loaded world model, and the model work of one batch of plan requests.
 
-All model work (encoding and CEM) runs on a single worker thread, off the
-event loop: HTTP stays responsive while a plan runs, and the model never sees
-two forwards at once (torch parallelises each forward over its own intra-op
-threads, and one GPU gains nothing from interleaving). Requests queue for the
-worker in arrival order.
+The engine is the only part of the server that touches torch. It is built
+from explicit arguments (a model, a device, the default planner config), not
+from HTTP settings, and is driven by one thread, the scheduler's worker
+(server/scheduler.py), which calls:
 
-Plans go through a micro-batcher (server/batcher.py): concurrent requests
-with equal planner settings are planned together in one batched CEM call.
+* ``start(inputs)``: encode every frame of the batch in one forward pass,
+  gather the warm starts, and open a steppable plan (``planning.PlanBatch``);
+* ``step(run)``: one planner iteration for every request still planning,
+  returning the requests that finished, with their actions in env units;
+* ``cancel(run, i)``: request ``i`` stops before the next iteration.
+
+Data flows one way: inputs in, outputs back as values.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import functools
 import logging
-import resource
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ParamSpec, TypeVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 import models
 from models import Latent, WorldModel, load_model
-from planning import CEMConfig, PlanResult, plan
-from server.batcher import MicroBatcher, Planned, Prepared
-from server.settings import Settings
+from planning import CEMConfig, PlanBatch, PlanResult
+from server.memory import max_rss_bytes, rss_bytes
 
 log = logging.getLogger(__name__)
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -44,97 +42,154 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-class Engine:
-    """A model in eval mode on a device, the default CEM config and a worker thread.
+@dataclass(frozen=True, eq=False)
+class PlanInput:
+    """What the model needs for one request.
 
-    max_batch, batch_wait_s: micro-batching (server/batcher.py); max_batch 1
-    plans every request alone.
+    obs: (H, W, 3) RGB uint8 or float32 in [0, 1], any size (the model's
+        transform resizes it). obs_proprio: (proprio_dim,) raw env units or None.
+    goal, goal_proprio: the goal frame to encode, or None when ``goal_latent``
+        (1, ...) is already known (a replan).
+    init_mean: (1, H, A) warm start in model space, or None (cold).
     """
 
-    def __init__(self, model: WorldModel, device: torch.device, base_config: CEMConfig,
-                 max_batch: int = 1, batch_wait_s: float = 0.0) -> None:
+    obs: np.ndarray
+    obs_proprio: np.ndarray | None
+    config: CEMConfig
+    goal: np.ndarray | None = None
+    goal_proprio: np.ndarray | None = None
+    goal_latent: Latent | None = None
+    init_mean: torch.Tensor | None = None
+    seed: int | None = None
+    deadline: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.goal is None) == (self.goal_latent is None):
+            raise ValueError("a plan input needs exactly one of a goal frame and a goal latent")
+
+
+@dataclass(frozen=True)
+class PlanOutput:
+    """One request's plan: the planner's result, its actions in env units
+    (H * frameskip, raw_action_dim), the goal latent (1, ...) for the session,
+    and where its time went."""
+
+    result: PlanResult
+    actions: np.ndarray
+    goal_latent: Latent
+    encode_s: float  # the batch's encoding pass
+    plan_s: float  # from the batch's first iteration to this request's answer
+    batch: int  # requests planned together
+
+
+@dataclass(eq=False)
+class Run:
+    """A batch being planned: the planner's state and what each request needs back."""
+
+    plan: PlanBatch
+    goals: list[Latent]
+    encode_s: float
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def size(self) -> int:
+        return len(self.goals)
+
+
+class Engine:
+    """A model in eval mode on a device, with the server's default planner config."""
+
+    def __init__(self, model: WorldModel, device: torch.device, base_config: CEMConfig) -> None:
         self.model = model
         self.device = device
         self.base_config = base_config
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wm-model")
-        self.batcher = MicroBatcher(self._executor, self._plan_many, max_batch, batch_wait_s)
 
     @classmethod
-    def load(cls, settings: Settings) -> Engine:
-        """Load the model once and build the default planner config (blocking)."""
-        device = resolve_device(settings.device)
-        if settings.torch_threads is not None:
-            torch.set_num_threads(settings.torch_threads)
+    def load(cls, path: str | Path | None, device: str = "auto", threads: int | None = None,
+             planner: dict[str, Any] | None = None) -> Engine:
+        """Load the model once and build its default planner config (blocking).
+
+        path: artifact (None: the shipped default). threads: torch intra-op
+        threads (None: leave torch's). planner: operator defaults over the
+        device preset and the model's own recommendation.
+        """
+        dev = resolve_device(device)
+        if threads is not None:
+            torch.set_num_threads(threads)
         started = time.monotonic()
-        model = load_model(settings.model, device=str(device))
-        # Paper defaults where the FLOPs are affordable, the smaller preset on
-        # CPU, with the model's own recommendations (artifact metadata) on top.
-        preset = CEMConfig.for_model(model, device.type)
-        base = dataclasses.replace(preset, **settings.planner.model_dump(exclude_none=True))
-        engine = cls(model, device, base, settings.micro_batch_max if settings.micro_batch else 1,
-                     settings.micro_batch_wait_ms / 1000.0)
-        log.info(
-            "loaded model %s (%d parameters) on %s in %.1f s; planner defaults %s; micro-batches of up to %d",
-            model.config.name,
-            model.num_parameters(),
-            device,
-            time.monotonic() - started,
-            base,
-            engine.batcher.max_batch,
-        )
-        return engine
+        model = load_model(path, device=str(dev))
+        base = dataclasses.replace(CEMConfig.for_model(model, dev.type), **(planner or {}))
+        log.info("loaded model %s (%d parameters) on %s in %.1f s with %d torch threads; planner defaults %s",
+                 model.config.name, model.num_parameters(), dev, time.monotonic() - started,
+                 torch.get_num_threads(), base)
+        return cls(model, dev, base)
 
-    # -- running on the worker ----------------------------------------------
+    # -- one batch, on the worker thread -----------------------------------------
 
-    async def run(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run ``fn`` on the model thread and await its result."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+    def start(self, inputs: list[PlanInput]) -> Run:
+        """Encode the batch's frames in one forward pass and open its plan.
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    async def plan_queued(self, prepare: Callable[[], Prepared], config: CEMConfig, seed: int | None,
-                          deadline: float | None) -> Planned:
-        """Prepare (on the worker: encode, warm start) and plan one request,
-        micro-batched with other waiting requests of the same config."""
-        return await self.batcher.submit(prepare, config, seed, deadline)
-
-    def _plan_many(self, inputs: list[Prepared], config: CEMConfig, seeds: list[int | None],
-                   deadlines: list[float | None], done: Callable[[int, PlanResult, np.ndarray], None]) -> None:
-        """Worker: one CEM call for B prepared requests; each is handed to `done` when it stops."""
+        Every input must share one planner config (the scheduler batches by it).
+        """
+        config = inputs[0].config
+        if any(p.config != config for p in inputs):
+            raise ValueError("a batch must share one planner config")
+        started = time.monotonic()
+        frames = [p.obs for p in inputs] + [p.goal for p in inputs if p.goal is not None]
+        proprio = [p.obs_proprio for p in inputs] + [p.goal_proprio for p in inputs if p.goal is not None]
+        z = self.encode(frames, proprio)  # (N_obs + N_goal_frames, ...)
+        n = len(inputs)
+        z_obs = z.index(slice(0, n))
+        goals: list[Latent] = []
+        k = n
+        for p in inputs:
+            if p.goal_latent is not None:
+                goals.append(p.goal_latent)
+            else:
+                goals.append(z.index(slice(k, k + 1)))
+                k += 1
         init = None
         if any(p.init_mean is not None for p in inputs):
             cold = torch.zeros(1, config.horizon, self.model.config.action_dim, device=self.device)
-            init = torch.cat([cold if p.init_mean is None else p.init_mean for p in inputs])  # (B, H, A)
-        plan(self.model, Latent.cat([p.z_obs for p in inputs]), Latent.cat([p.z_goal for p in inputs]),
-             config, init_mean=init, seeds=seeds, deadline=deadlines,
-             on_done=lambda i, result: done(i, result, self.env_actions(result.actions)))
+            init = torch.cat([cold if p.init_mean is None else p.init_mean.to(self.device) for p in inputs])  # (B, H, A)
+        batch = PlanBatch(self.model, z_obs, Latent.cat(goals), config, init_mean=init,
+                          seeds=[p.seed for p in inputs], deadline=[p.deadline for p in inputs])
+        return Run(batch, goals, time.monotonic() - started)
 
-    # -- model work (call on the worker) ----------------------------------------
+    def step(self, run: Run) -> list[tuple[int, PlanOutput]]:
+        """One planner iteration; the requests of ``run`` that finished in it."""
+        finished = run.plan.step()
+        now = time.monotonic()
+        return [(i, PlanOutput(result, self.env_actions(result.actions), run.goals[i], run.encode_s,
+                               now - run.started, run.size)) for i, result in finished]
 
-    def encode(self, pixels: np.ndarray, proprio: np.ndarray | None) -> Latent:
-        """Latent of one frame: pixels (H, W, 3) uint8 or float32 in [0, 1], proprio (P,)."""
-        frames = torch.from_numpy(pixels).unsqueeze(0).to(self.device)  # (1, H, W, 3)
+    @staticmethod
+    def cancel(run: Run, i: int) -> None:
+        run.plan.cancel(i)
+
+    # -- model work ---------------------------------------------------------------
+
+    def encode(self, frames: list[np.ndarray], proprio: list[np.ndarray | None]) -> Latent:
+        """Latents of N frames in one encoder pass.
+
+        frames: N arrays (H_i, W_i, 3), uint8 or float32 in [0, 1], each resized
+        by the model's own transform; proprio: N arrays (proprio_dim,) or None.
+        """
+        # (N, 3, S, S): each frame through the training transform, then one batch
+        pixels = torch.cat([self.model.preprocess(self._to_device(f)[None]) for f in frames])
         state = None
-        if proprio is not None:
-            state = torch.from_numpy(proprio).unsqueeze(0).to(self.device)  # (1, P)
+        if self.model.config.proprio_dim:
+            raw = torch.from_numpy(np.stack(proprio).astype(np.float32, copy=False))  # (N, P)
+            state = self.model.codec.normalize_proprio(self._to_device(raw))
         with torch.inference_mode():
-            return self.model.encode_observation(frames, state)
+            return self.model.encode(pixels, state)
 
-    def plan(
-        self,
-        z_obs: Latent,
-        z_goal: Latent,
-        config: CEMConfig,
-        init_mean: torch.Tensor | None,
-        seed: int | None,
-        deadline: float | None,
-    ) -> PlanResult:
-        """One CEM plan for one observation (batch of 1)."""
-        return plan(
-            self.model, z_obs, z_goal, config, init_mean=init_mean, seeds=[seed], deadline=deadline
-        )[0]
+    def _to_device(self, array: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Host -> device; on CUDA through pinned memory, without blocking the host."""
+        t = torch.from_numpy(array) if isinstance(array, np.ndarray) else array
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t
 
     def env_actions(self, actions: torch.Tensor) -> np.ndarray:
         """Normalised (H, action_dim) -> raw env units (H * frameskip, raw_action_dim)."""
@@ -143,17 +198,43 @@ class Engine:
         return raw.detach().to("cpu", torch.float64).numpy()
 
     def warm_up(self) -> None:
-        """Encode a blank frame and run a one-iteration plan, so the first request is not slow."""
+        """Encode a blank frame and run one plan iteration, so the first request is not slow."""
         size = self.model.config.image_size
         blank = np.zeros((size, size, 3), dtype=np.uint8)
-        proprio = None
-        if self.model.config.proprio_dim:
-            proprio = np.zeros(self.model.config.proprio_dim, dtype=np.float32)
-        z = self.encode(blank, proprio)
-        # A deadline already passed stops CEM after its first iteration.
-        self.plan(z, z, self.base_config, None, 0, deadline=time.monotonic())
+        proprio = np.zeros(self.proprio_dim, dtype=np.float32) if self.proprio_dim else None
+        run = self.start([PlanInput(blank, proprio, self.base_config, goal=blank, goal_proprio=proprio, seed=0)])
+        run.plan.cancel(0)
+        while not run.plan.done:
+            run.plan.step()
 
-    # -- identity and health -----------------------------------------------------
+    # -- cost ---------------------------------------------------------------------
+
+    def plan_gflop(self, config: CEMConfig) -> float:
+        """Analytic GFLOPs of a plan run to its last iteration: samples x
+        iterations x one rollout (scheduling and admission use it; the
+        encoder's share is left out, well under 1% of a plan)."""
+        return config.num_samples * config.opt_steps * self.rollout_gflop(config.horizon)
+
+    def rollout_gflop(self, horizon: int) -> float:
+        """GFLOPs of one sample's rollout over ``horizon`` steps (matmuls only).
+
+        Per predicted frame, every predictor block runs its projections and MLP
+        over the tokens it computes and attends over the window's tokens: the
+        first ``num_hist`` steps extend a cached window (one frame's tokens
+        computed), later steps recompute the sliding window.
+        """
+        c = self.model.config
+        p, d = c.tokens_per_frame, c.token_dim
+        inner = c.heads * c.dim_head
+        per_token = 2 * (3 * d * inner + inner * d + 2 * d * c.mlp_dim)  # qkv, out, MLP
+        flops = 0
+        for t in range(horizon):
+            window = min(t + 1, c.num_hist) * p  # tokens attended to
+            computed = p if t < c.num_hist else window  # tokens run through the blocks
+            flops += c.depth * computed * (per_token + 2 * 2 * window * inner)  # + QK^T and AV
+        return flops / 1e9
+
+    # -- identity and health ------------------------------------------------------
 
     @property
     def image_size(self) -> int:
@@ -177,8 +258,7 @@ class Engine:
     def eval_mode(self) -> bool:
         """True when no submodule trains and no parameter tracks gradients."""
         return not any(m.training for m in self.model.modules()) and not any(
-            p.requires_grad for p in self.model.parameters()
-        )
+            p.requires_grad for p in self.model.parameters())
 
     def describe(self) -> dict[str, Any]:
         return dict(self.model.describe())
@@ -196,19 +276,5 @@ class Engine:
                 "reserved_bytes": int(torch.cuda.memory_reserved(index)),
                 "max_allocated_bytes": int(torch.cuda.max_memory_allocated(index)),
             }
-        return {
-            "kind": "cpu",
-            "rss_bytes": _rss_bytes(),
-            # ru_maxrss is in KiB on Linux.
-            "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "torch_threads": torch.get_num_threads(),
-        }
-
-
-def _rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pages * resource.getpagesize()
+        return {"kind": "cpu", "rss_bytes": rss_bytes(), "max_rss_bytes": max_rss_bytes(),
+                "torch_threads": torch.get_num_threads()}

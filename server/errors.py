@@ -39,6 +39,10 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready; nothing can be sent."""
+
+
 # Pydantic error types that deserve their own code; everything else is
 # `request.invalid`. The custom `bad_base64` type is raised by schemas.
 _PYDANTIC_CODES = {
@@ -67,6 +71,11 @@ def from_validation_errors(errors: Sequence[Mapping[str, Any]]) -> ApiError:
     field = field_path(first.get("loc", ()))
     kind = str(first.get("type", ""))
     code = _PYDANTIC_CODES.get(kind, "request.invalid")
+    top = (field or "").split(".")[0]
+    if kind == "finite_number" and top in ("proprio", "goal_proprio"):
+        # NaN/Inf arrive through msgpack (and JSON's 1e999); they have their own code.
+        return ApiError(422, "proprio.non_finite",
+                        f"{top} has a non-finite value at {field}; send finite numbers in raw env units.", top)
     where = field or "the body"
     if kind == "extra_forbidden":
         message = f"unknown field '{where}'; /openapi.json lists the accepted fields"

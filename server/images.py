@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -63,14 +64,20 @@ class Notice:
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """An RGB frame: ``pixels`` (H, W, 3), uint8 or float32 in [0, 1]."""
+    """An RGB frame: ``pixels`` (H, W, 3), uint8 or float32 in [0, 1].
+
+    original: (height, width) as sent, when decoding already reduced it.
+    """
 
     pixels: np.ndarray
     warnings: list[Notice] = field(default_factory=list)
+    original: tuple[int, int] | None = None
 
     @property
     def size(self) -> tuple[int, int]:
-        """(height, width)."""
+        """(height, width) as sent."""
+        if self.original is not None:
+            return self.original
         return int(self.pixels.shape[0]), int(self.pixels.shape[1])
 
 
@@ -84,6 +91,7 @@ def decode_image(
     dtype: str | None = None,
     color_order: ColorOrder = "rgb",
     layout: Layout | None = None,
+    reduce_to: int | None = None,
 ) -> DecodedImage:
     """Decode one frame and validate it; raise ``ImageError`` if unusable.
 
@@ -94,6 +102,11 @@ def decode_image(
         max_pixels: refuse frames with more than H * W pixels.
         shape, dtype, layout: describe a raw array; refused for PNG/JPEG.
         color_order: channel order of the pixels as sent.
+        reduce_to: the model's input size. A PNG/JPEG at least 4x larger on
+            its short side is reduced while decoding (JPEG: DCT scaling;
+            both: an integer box reduction) to no less than twice this size,
+            so a huge frame never exists at full size past the decoder; the
+            model's transform then resizes it as usual.
     """
     if len(data) == 0:
         raise ImageError(
@@ -104,6 +117,7 @@ def decode_image(
         )
     if fmt == "raw":
         rgb, notices = _decode_raw(data, shape, dtype, layout, field, max_pixels)
+        original = None
     else:
         if shape is not None or dtype is not None or layout is not None:
             raise ImageError(
@@ -112,11 +126,11 @@ def decode_image(
                 f"a {fmt} file carries its own, so omit them (or send format 'raw').",
                 field,
             )
-        rgb, notices = _decode_file(fmt, data, field, max_pixels)
+        rgb, notices, original = _decode_file(fmt, data, field, max_pixels, reduce_to)
     if color_order == "bgr":
         rgb = rgb[..., ::-1]
     # Contiguous and writable: torch.from_numpy refuses read-only buffers.
-    return DecodedImage(np.require(rgb, requirements=["C", "W"]), notices)
+    return DecodedImage(np.require(rgb, requirements=["C", "W"]), notices, original)
 
 
 def check_size(
@@ -308,29 +322,69 @@ def _check_float(arr: np.ndarray, field: str) -> np.ndarray:
 
 
 def _decode_file(
-    fmt: Literal["png", "jpeg"], data: bytes, field: str, max_pixels: int
-) -> tuple[np.ndarray, list[Notice]]:
-    try:
-        # Only the declared decoder may run: no guessing among PIL's dozens.
-        im = Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]])
-    except UnidentifiedImageError:
-        raise ImageError("image.corrupt", _not_a_file(fmt, data, field), field) from None
-    except Image.DecompressionBombError as exc:
-        raise ImageError("image.too_large", f"{field}: {exc}", field) from None
+    fmt: Literal["png", "jpeg"], data: bytes, field: str, max_pixels: int, reduce_to: int | None
+) -> tuple[np.ndarray, list[Notice], tuple[int, int] | None]:
+    im = _open(fmt, data, field)
     with im:
         w, h = im.size
         # The header is read, no pixel is decompressed yet.
         _check_pixels(h, w, field, max_pixels)
+        factor = min(w, h) // (2 * reduce_to) if reduce_to else 1
         try:
+            if factor >= 2 and fmt == "jpeg":
+                # Decode at 1/2, 1/4 or 1/8 scale, no smaller than twice the model's size.
+                im.draft(im.mode, (2 * reduce_to * w // min(w, h), 2 * reduce_to * h // min(w, h)))
             im.load()
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            if factor >= 2:
+                factor = min(im.size) // (2 * reduce_to)
+                reduced = im.reduce(factor) if factor >= 2 else im
+                rgb, notices = _to_rgb(reduced, fmt, field)
+                return rgb, notices, (h, w)
+            rgb, notices = _to_rgb(im, fmt, field)
+            return rgb, notices, None
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError) as exc:
+            # Every way a truncated or corrupt file fails in Pillow's decoders.
             raise ImageError(
                 "image.corrupt",
-                f"{field}: the {fmt} file is truncated or corrupt ({exc}); send the "
+                f"{field}: the {fmt} file is truncated or corrupt ({_reason(exc)}); send the "
                 "complete file.",
                 field,
             ) from None
-        return _to_rgb(im, fmt, field)
+
+
+def _open(fmt: Literal["png", "jpeg"], data: bytes, field: str) -> Image.Image:
+    try:
+        # Only the declared decoder may run: no guessing among PIL's dozens.
+        return Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]])
+    except Image.DecompressionBombError as exc:
+        raise ImageError("image.too_large", f"{field}: {exc}", field) from None
+    except UnidentifiedImageError:
+        raise ImageError("image.corrupt", _not_a_file(fmt, data, field), field) from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError) as exc:
+        raise ImageError(
+            "image.corrupt", f"{field}: the {fmt} header is truncated or corrupt ({_reason(exc)}); "
+            "send the complete file.", field) from None
+
+
+def decoded_bytes(fmt: ImageFormat, data: bytes, shape: list[int] | None, dtype: str | None) -> int:
+    """Upper bound on the memory a frame takes once decoded (before any reduction),
+    read from its header or declared shape without decoding pixels; 0 when unknown
+    (the decoder then refuses it anyway)."""
+    try:
+        if fmt == "raw":
+            if not shape or dtype not in SUPPORTED_DTYPES:
+                return 0
+            return math.prod(max(0, d) for d in shape) * max(4, np.dtype(dtype).itemsize)
+        with Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]]) as im:
+            w, h = im.size
+            return w * h * 4
+    except Exception:  # noqa: BLE001 - an unreadable header is the decoder's to report
+        return 0
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _to_rgb(im: Image.Image, fmt: str, field: str) -> tuple[np.ndarray, list[Notice]]:

@@ -1,4 +1,5 @@
-"""What one server process holds: settings, the engine once loaded, sessions, metrics.
+"""What one server process holds: settings, the engine and its scheduler once
+loaded, sessions, metrics, and the decode budget.
 
 The model loads in the background after the server starts listening, so
 ``/health`` answers 503 ``loading`` meanwhile (an orchestrator can tell
@@ -12,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
-from planning import CEMConfig, MPCSession
-from server.engine import Engine
+from planning import MPCSession
+from server.decoding import DecodeBudget
+from server.engine import Engine, resolve_device
+from server.errors import ApiError
 from server.metrics import Metrics
+from server.planner import PlannerLimits
+from server.scheduler import Scheduler
 from server.sessions import SessionStore
 from server.settings import Settings
 
@@ -25,39 +29,44 @@ log = logging.getLogger(__name__)
 Status = Literal["loading", "ok", "failed"]
 
 
-@dataclass
-class PlanState:
-    """A session's planning state: its goal, its CEM config and its last plan."""
-
-    mpc: MPCSession
-    config: CEMConfig
-    goal: object  # the goal Latent on the model's device
-
-
 class Runtime:
     """Shared by every request; lives on ``app.state.runtime``."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        on_fatal: Callable[[BaseException], None] | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, on_fatal: Callable[[BaseException], None] | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.sessions: SessionStore[PlanState] = SessionStore(
-            settings.max_sessions, settings.session_ttl_s
-        )
+        self.sessions: SessionStore[MPCSession] = SessionStore(settings.max_sessions, settings.session_ttl_s)
+        self.decode_budget = DecodeBudget(int(settings.max_decode_mb * 2**20))
         self.engine: Engine | None = None
+        self.scheduler: Scheduler | None = None
+        self.limits = PlannerLimits(settings.limits())
+        self.base_gflop = 0.0
         self.status: Status = "loading"
         self.error: str | None = None
         self._on_fatal = on_fatal
 
+    def ready_engine(self) -> Engine:
+        """The loaded engine, or 503 while it loads (or after it failed to)."""
+        if self.engine is None:
+            if self.status == "failed":
+                raise ApiError(503, "server.failed", f"the model failed to load: {self.error}")
+            raise ApiError(503, "server.loading", "the model is still loading; retry when GET /health answers 200",
+                           headers={"Retry-After": "1"})
+        return self.engine
+
     async def load(self) -> None:
         """Load (and warm up) the engine off the event loop; fatal on failure."""
+        s = self.settings
         try:
-            engine = await asyncio.to_thread(Engine.load, self.settings)
-            if self.settings.warmup:
-                await engine.run(engine.warm_up)
+            device = resolve_device(s.device)
+            engine = await asyncio.to_thread(
+                Engine.load, s.model, str(device), s.resolved_threads(device.type),
+                s.planner.model_dump(exclude_none=True))
+            self.base_gflop = engine.plan_gflop(engine.base_config)
+            self.limits = PlannerLimits(s.limits(), max_plan_gflop=s.max_plan_cost * self.base_gflop)
+            self.limits.check(engine.base_config, {})
+            if s.warmup:
+                await asyncio.to_thread(engine.warm_up)
         except Exception as exc:  # any failure to load is fatal, reported once here
             self.status = "failed"
             self.error = f"{type(exc).__name__}: {exc}"
@@ -65,13 +74,14 @@ class Runtime:
             if self._on_fatal is not None:
                 self._on_fatal(exc)
             return
-        loop = asyncio.get_running_loop()
-        metrics = self.metrics
-        # Batches are planned on the worker thread; metrics live on the event loop.
-        engine.batcher.on_batch = lambda size: loop.call_soon_threadsafe(metrics.record_batch, size)
+        self.scheduler = Scheduler(
+            engine, max_batch=s.micro_batch_max if s.micro_batch else 1, batch_wait_s=s.micro_batch_wait_ms / 1000,
+            max_queued_gflop=s.max_queued_cost * self.base_gflop, max_running=s.max_running_batches,
+            starvation_s=s.starvation_s)
         self.engine = engine
         self.status = "ok"
-        log.info("ready")
+        log.info("ready: a default plan is %.4g GFLOP; per-request limit %.4g GFLOP, queue budget %.4g GFLOP",
+                 self.base_gflop, self.limits.max_plan_gflop, s.max_queued_cost * self.base_gflop)
 
     async def sweep_sessions(self) -> None:
         """Expire idle sessions in the background, so their latents are freed without traffic."""
@@ -83,5 +93,5 @@ class Runtime:
                 log.info("expired %d idle sessions", expired)
 
     def close(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
+        if self.scheduler is not None:
+            self.scheduler.close()

@@ -12,13 +12,13 @@ import base64
 import binascii
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from server.images import SUPPORTED_DTYPES
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
-StopReason = Literal["converged", "max_iterations", "deadline"]
+StopReason = Literal["converged", "max_iterations", "deadline", "cancelled"]
 
 
 class _Strict(BaseModel):
@@ -77,36 +77,43 @@ class Image(_Strict):
     )
 
 
-class PlannerOverrides(_Strict):
-    """CEM settings for one plan; unset fields keep the server's defaults.
+Int = Annotated[int, Strict()]
+Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]  # ints accepted; bools, strings, NaN, Inf not
 
-    Each field is bounded by the server's limits (see /stats ``limits``).
+
+class PlannerOverrides(_Strict):
+    """Planner settings for one plan; unset fields keep the server's defaults.
+
+    Only the types are checked here; the planner's config checks the values
+    (e.g. topk <= num_samples) and the server's limits bound every numeric
+    field and the plan's cost (see /stats ``limits``).
     """
 
-    horizon: int | None = Field(default=None, ge=1, description="model steps planned")
-    num_samples: int | None = Field(default=None, ge=1, description="CEM samples per iteration")
-    topk: int | None = Field(default=None, ge=1, description="elites refitting the Gaussian")
-    opt_steps: int | None = Field(default=None, ge=1, description="maximum CEM iterations")
-    var_scale: float | None = Field(default=None, gt=0, description="initial sigma")
+    horizon: Int | None = Field(default=None, description="model steps planned (>= 1)")
+    num_samples: Int | None = Field(default=None, description="samples per iteration (>= 1)")
+    topk: Int | None = Field(default=None, description="elites refitting the Gaussian (1..num_samples)")
+    opt_steps: Int | None = Field(default=None, description="maximum iterations (>= 1)")
+    var_scale: Number | None = Field(default=None, description="initial sigma (> 0)")
     objective: Literal["last", "all"] | None = Field(
         default=None, description="compare the goal with the last predicted step, or all"
     )
-    alpha: float | None = Field(default=None, ge=0, description="weight of the proprio loss")
-    min_iterations: int | None = Field(default=None, ge=1, description="before early stop")
-    patience: int | None = Field(default=None, ge=1, description="iterations of no progress")
-    min_improvement: float | None = Field(
-        default=None, ge=0, description="relative loss improvement that counts as progress"
+    alpha: Number | None = Field(default=None, description="weight of the proprio loss (>= 0)")
+    min_iterations: Int | None = Field(default=None, description="iterations before early stopping (>= 0)")
+    patience: Int | None = Field(default=None, description="window of the early-stop rule (>= 1)")
+    min_improvement: Number | None = Field(
+        default=None, description="relative loss improvement that counts as progress (>= 0)"
     )
 
 
 Proprio = Annotated[
-    list[float],
+    list[Number],
     Field(max_length=4096, description="proprioception in raw env units, length proprio_dim"),
 ]
-Seed = Annotated[int, Field(ge=0, le=2**63 - 1, description="same seed + inputs -> same plan")]
+Seed = Annotated[int, Strict(), Field(ge=0, le=2**63 - 1, description="same seed + inputs -> same plan")]
 DeadlineMs = Annotated[
     float,
-    Field(gt=0, description="time budget from arrival; CEM stops early to meet it"),
+    Strict(),
+    Field(gt=0, le=3_600_000, allow_inf_nan=False, description="time budget from arrival; CEM stops early to meet it"),
 ]
 SessionId = Annotated[str, Field(pattern=SESSION_ID_PATTERN)]
 
@@ -132,7 +139,7 @@ class ReplanRequest(_Strict):
     session_id: SessionId
     obs: Image
     proprio: Proprio | None = None
-    executed_steps: int = Field(
+    executed_steps: Int = Field(
         default=1, ge=0, description="model steps of the last plan executed since it came"
     )
     seed: Seed | None = None
@@ -239,6 +246,10 @@ class StatsResponse(_Strict):
         description="total server time of successful plans, by endpoint"
     )
     planner: PlannerStats
+    queue: dict[str, Any] = Field(
+        description="the scheduler: jobs pending and running, outstanding GFLOPs against the budget, "
+        "queue wait, jobs dropped (client left, deadline, shutdown), requests refused as overloaded")
+    decode: dict[str, Any] = Field(description="decoded frame bytes in flight, their peak and budget")
     sessions: SessionStats
     device: dict[str, Any]
     model: dict[str, Any] | None

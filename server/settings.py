@@ -9,6 +9,7 @@ defaults take JSON or dotted flags: ``WM_PLANNER='{"num_samples": 100}'`` or
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -69,14 +70,29 @@ class Settings(BaseSettings):
         "GPU, the CPU preset on CPU)",
     )
     max_horizon: int = Field(default=32, ge=1, description="bound on planner.horizon")
-    max_num_samples: int = Field(default=4096, ge=1, description="bound on planner.num_samples")
-    max_opt_steps: int = Field(default=100, ge=1, description="bound on planner.opt_steps")
+    max_num_samples: int = Field(default=4096, ge=1, description="bound on planner.num_samples (and topk)")
+    max_opt_steps: int = Field(
+        default=100, ge=1, description="bound on planner.opt_steps (and min_iterations, patience)")
     max_var_scale: float = Field(default=10.0, gt=0, description="bound on planner.var_scale")
+    max_alpha: float = Field(default=1e4, gt=0, description="bound on planner.alpha")
+    max_plan_cost: float = Field(
+        default=25.0, gt=0,
+        description="most a single plan may cost, in multiples of the server's default plan (analytic "
+        "GFLOPs: samples x iterations x rollout); dearer requests get 422 planner.too_expensive")
+    max_queued_cost: float = Field(
+        default=200.0, gt=0,
+        description="work queued or running beyond this many default plans is refused with 503 "
+        "server.overloaded and Retry-After, instead of waiting minutes")
+    max_running_batches: int = Field(
+        default=4, ge=1,
+        description="batches planned at once, interleaved iteration by iteration (least work left first)")
+    starvation_s: float = Field(
+        default=2.0, gt=0, description="a running batch waits at most this long for its next iteration")
     torch_threads: int | None = Field(
         default=None,
         ge=1,
-        description="intra-op CPU threads for the model; unset: torch's default (one per "
-        "core). Lower it when the cores are shared: spinning threads stall each other",
+        description="intra-op CPU threads for the model; unset: one per two cores on CPU (spinning "
+        "threads stall each other on a shared box; see docs/benchmarks.md), torch's default on GPU",
     )
     micro_batch: bool = Field(
         default=True,
@@ -93,6 +109,19 @@ class Settings(BaseSettings):
         description="an idle model thread waits this long for more requests before planning a "
         "new arrival, so that sessions returning together are batched together",
     )
+    max_decode_mb: float = Field(
+        default=256.0, gt=0,
+        description="decoded frame bytes in flight across requests; more waits for its turn")
+    max_connections: int = Field(
+        default=512, ge=1, description="concurrent connections and requests; more get 503 at once")
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="a connection must send its request headers within this time")
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="a request must send its whole body within this time (408)")
+    keep_alive_s: float = Field(default=5.0, gt=0, description="idle keep-alive connections close after it")
+    shutdown_grace_s: float = Field(
+        default=10.0, ge=0,
+        description="on SIGTERM, in-flight plans get this long to finish before they are cancelled")
     warmup: bool = Field(
         default=True, description="run one short plan after loading, before reporting ready"
     )
@@ -110,10 +139,24 @@ class Settings(BaseSettings):
         return self
 
     def limits(self) -> dict[str, int | float]:
-        """Upper bounds on planner overrides, by planner field name."""
+        """Upper bounds on planner overrides, by planner field name (every numeric field)."""
         return {
             "horizon": self.max_horizon,
             "num_samples": self.max_num_samples,
+            "topk": self.max_num_samples,
             "opt_steps": self.max_opt_steps,
+            "min_iterations": self.max_opt_steps,
+            "patience": self.max_opt_steps,
             "var_scale": self.max_var_scale,
+            "alpha": self.max_alpha,
+            "min_improvement": 100.0,  # a fraction: above 1 every plan stops at min_iterations
         }
+
+    def resolved_threads(self, device_type: str) -> int | None:
+        """torch intra-op threads: the setting, else one per two cores on CPU, else torch's default."""
+        if self.torch_threads is not None:
+            return self.torch_threads
+        if device_type != "cpu":
+            return None
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, cores // 2)

@@ -7,6 +7,7 @@ on the wire is ever unpickled.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from typing import Any, Literal
@@ -15,7 +16,9 @@ import msgpack
 from fastapi import Request
 from fastapi.responses import Response
 
-from server.errors import ApiError
+from starlette.requests import ClientDisconnect
+
+from server.errors import ApiError, ClientGone
 
 Wire = Literal["json", "msgpack"]
 JSON_TYPE = "application/json"
@@ -56,8 +59,10 @@ def response_wire(request: Request) -> Wire:
     return "json"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing more than ``limit`` bytes before reading them."""
+async def read_body(request: Request, limit: int, timeout_s: float = 30.0) -> bytes:
+    """The whole body, refusing more than ``limit`` bytes before reading them and
+    a body not complete within ``timeout_s`` (408). A client that disconnects
+    mid-upload raises ClientGone."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -68,12 +73,26 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise _too_large(size, limit)
     chunks: list[bytes] = []
     received = 0
-    # Chunked uploads carry no length: count while streaming.
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise _too_large(received, limit, at_least=True)
-        chunks.append(chunk)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    stream = request.stream()
+    try:
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                chunk = await asyncio.wait_for(anext(stream), max(left, 0.0))
+            except StopAsyncIteration:
+                break
+            # Chunked uploads carry no length: count while streaming.
+            received += len(chunk)
+            if received > limit:
+                raise _too_large(received, limit, at_least=True)
+            chunks.append(chunk)
+    except asyncio.TimeoutError:
+        raise ApiError(408, "request.timeout",
+                       f"the body did not arrive within {timeout_s:g} s ({received} bytes received); "
+                       "send it at once", headers={"Connection": "close"}) from None
+    except ClientDisconnect:
+        raise ClientGone() from None
     return b"".join(chunks)
 
 

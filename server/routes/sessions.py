@@ -8,7 +8,8 @@ from fastapi import APIRouter, Path
 from fastapi.responses import Response
 
 from server.deps import RuntimeDep
-from server.schemas import SESSION_ID_PATTERN, ErrorBody
+from server.routes.responses import AUTH_ERRORS, errors
+from server.schemas import SESSION_ID_PATTERN
 
 router = APIRouter(tags=["planning"])
 
@@ -17,7 +18,8 @@ router = APIRouter(tags=["planning"])
     "/sessions/{session_id}",
     status_code=204,
     response_class=Response,
-    responses={404: {"model": ErrorBody, "description": "no such session (session.not_found)"}},
+    responses={**AUTH_ERRORS, **errors(_404="no such session (session.not_found)",
+                                       _422="the id does not match the session id pattern")},
     summary="delete a session",
 )
 async def delete_session(

@@ -20,6 +20,7 @@ import uvicorn
 from client_examples.client import PlanningClient
 from models.testing import save_tiny_model
 from server.app import create_app
+from server.http import uvicorn_config
 from server.settings import Settings
 
 API_KEY = "test-key-1234"
@@ -33,9 +34,8 @@ FAST_PLANNER = {"num_samples": 24, "topk": 4, "opt_steps": 4, "min_iterations": 
 def running_server(settings: Settings) -> Iterator[str]:
     """Serve ``settings`` on 127.0.0.1 in a background thread; yields the base URL."""
     app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    )
+    server = uvicorn.Server(uvicorn_config(app, settings, host="127.0.0.1", port=0, log_level="warning",
+                                           lifespan="on"))
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -58,6 +58,9 @@ def settings_for(model_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "model": model_path, "planner": FAST_PLANNER, "port": 0, "torch_threads": 1,
         "device": "cpu",  # the tests compare with plans computed in-process on the CPU
+        # FAST_PLANNER is a tiny default plan: cost limits in its multiples would refuse the tests'
+        # own larger overrides. tests/server/test_admission.py sets them deliberately.
+        "max_plan_cost": 1e5, "max_queued_cost": 1e6,
     }
     values.update(overrides)
     return Settings(**values)

@@ -57,11 +57,13 @@ def test_metrics_are_prometheus_text(c):
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert lines and all(_SAMPLE.match(line) for line in lines), [
         line for line in lines if not _SAMPLE.match(line)]
-    assert re.search(r'^wm_requests_total\{endpoint="POST /plan",status="200"\} [1-9]', text, re.M)
-    assert re.search(r'^wm_plan_latency_seconds_count\{endpoint="POST /plan"\} [1-9]', text, re.M)
-    assert 'wm_model_info{name="tiny-random",device="cpu"} 1' in text
+    assert re.search(r'^wm_requests_total\{method="POST",path="/plan",status="200"\} [1-9]', text, re.M)
+    assert re.search(r'^wm_plan_latency_seconds_count\{path="/plan"\} [1-9]', text, re.M)
+    assert re.search(r'^wm_model_info\{device="cpu",name="tiny-random"\} 1', text, re.M)
     assert "# TYPE wm_plan_latency_seconds histogram" in text
-    assert re.search(r"^wm_ready 1$", text, re.M)
+    assert "# TYPE wm_requests_total counter" in text and "# TYPE wm_sessions_total counter" in text
+    assert re.search(r'^wm_sessions_total\{event="created"\} [1-9]', text, re.M)
+    assert re.search(r"^wm_ready 1", text, re.M)
 
 
 def test_openapi_lists_the_endpoints_and_their_bodies(server_url):
@@ -74,7 +76,8 @@ def test_openapi_lists_the_endpoints_and_their_bodies(server_url):
         assert set(content) == {"application/json", "application/msgpack"}
         assert content["application/json"]["schema"]["$ref"] == f"#/components/schemas/{model}"
         responses = paths[path]["post"]["responses"]
-        assert {"200", "400", "401", "404", "413", "422"} <= set(responses)
+        assert {"200", "400", "404", "408", "413", "415", "422", "500", "503"} <= set(responses)
+        assert "401" not in responses and "security" not in paths[path]["post"]  # this server has no key
         assert "application/msgpack" in responses["200"]["content"]
     components = schema["components"]["schemas"]
     plan_request = components["PlanRequest"]
@@ -105,9 +108,9 @@ def test_health_is_503_while_the_model_loads(model_path, monkeypatch):
     loaded = Engine.load.__func__
     gate = threading.Event()
 
-    def slow_load(cls, settings):
+    def slow_load(cls, *args, **kwargs):
         gate.wait(timeout=30)
-        return loaded(cls, settings)
+        return loaded(cls, *args, **kwargs)
 
     monkeypatch.setattr(Engine, "load", classmethod(slow_load))
     with running_server(settings_for(model_path)) as url:
@@ -119,3 +122,16 @@ def test_health_is_503_while_the_model_loads(model_path, monkeypatch):
         gate.set()
         with PlanningClient(url) as c:
             assert c.wait_ready(timeout=30)["status"] == "ok"
+
+
+def test_openapi_declares_bearer_auth_when_and_only_when_a_key_is_set(strict_url):
+    from tests.server.conftest import API_KEY
+
+    schema = httpx.get(strict_url + "/openapi.json", headers={"Authorization": f"Bearer {API_KEY}"}).json()
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            if path == "/health":
+                assert "security" not in operation
+            else:
+                assert operation["security"] == [{"bearer": []}] and "401" in operation["responses"], path
