@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -81,9 +82,11 @@ class WorldModel(nn.Module):
                 "stats_provenance": dict(self.stats.provenance)}
 
     # Observations -> latents ----------------------------------------------------
-    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
+    def preprocess(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
         """The training transform. frames: (N, H, W, 3) RGB, uint8 in [0, 255]
-        or float in [0, 1], any H and W -> (N, 3, S, S) normalised, S = image_size."""
+        or float in [0, 1] (a tensor or a numpy array), any H and W -> (N, 3, S, S)
+        normalised, S = image_size."""
+        frames = torch.as_tensor(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"frames must be (N, H, W, 3); got {tuple(frames.shape)}")
         x = frames.to(self.device)
@@ -106,13 +109,16 @@ class WorldModel(nn.Module):
             emb = self.proprio_encoder(proprio.to(visual))
         return Latent(visual, emb)
 
-    def encode_observation(self, frames: torch.Tensor, proprio: torch.Tensor | None) -> Latent:
-        """Raw frames (see `preprocess`) and raw proprio (N, proprio_dim) in env units -> Latent."""
+    def encode_observation(self, frames: torch.Tensor | np.ndarray,
+                           proprio: torch.Tensor | np.ndarray | None) -> Latent:
+        """Raw frames (see `preprocess`) and raw proprio (N, proprio_dim) in env units
+        (tensors or numpy arrays) -> Latent."""
         norm_proprio = None
         if self.config.proprio_dim:
             if proprio is None:
                 raise ValueError(f"this model needs proprio of size {self.config.proprio_dim}")
-            norm_proprio = self.codec.normalize_proprio(proprio.to(self.device, torch.float32))
+            raw = torch.as_tensor(proprio).to(self.device, torch.float32)
+            norm_proprio = self.codec.normalize_proprio(raw)
         return self.encode(self.preprocess(frames), norm_proprio)
 
     # Tokens --------------------------------------------------------------------

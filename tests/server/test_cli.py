@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -94,3 +95,40 @@ def test_serves_a_model_and_stops_on_sigterm(model_path):
     assert proc.returncode in (0, -signal.SIGTERM), output
     assert "Application shutdown complete" in output
     assert f"127.0.0.1:{port}" in output
+
+
+def test_sigterm_during_a_long_plan_exits_within_the_grace_period(model_path):
+    """In-flight plans get --shutdown-grace-s, then are cancelled; the process exits without SIGKILL."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "--model", str(model_path), "--port", str(port), "--torch-threads", "1",
+         "--device", "cpu", "--shutdown-grace-s", "1", "--max-plan-cost", "1e9", "--max-queued-cost", "1e9"],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    outcome: dict[str, object] = {}
+
+    def long_plan() -> None:
+        with PlanningClient(f"http://127.0.0.1:{port}", timeout=120) as c:
+            try:  # thousands of iterations: minutes if nothing stopped it
+                outcome["reply"] = c.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, seed=0,
+                                          planner={"num_samples": 4096, "opt_steps": 100, "min_iterations": 100,
+                                                   "horizon": 32})
+            except Exception as exc:  # noqa: BLE001 - any outcome but a hang will do
+                outcome["error"] = exc
+
+    try:
+        PlanningClient(f"http://127.0.0.1:{port}").wait_ready(timeout=60)
+        thread = threading.Thread(target=long_plan)
+        thread.start()
+        time.sleep(1.5)  # the plan is running
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+        exited_after = time.monotonic() - sent
+        thread.join(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode in (0, -signal.SIGTERM), output
+    assert exited_after < 10, exited_after
+    assert "error" in outcome and "reply" not in outcome

@@ -154,10 +154,17 @@ def test_random_seed_is_reported_and_reproduces_the_plan(mp_client):
 
 def test_deadline_stops_planning_early(mp_client):
     reply = mp_client.plan(
-        frame(1), frame(2), PROPRIO, GOAL_PROPRIO, seed=0, deadline_ms=1,
-        planner={"opt_steps": 50, "min_iterations": 50},
+        frame(1), frame(2), PROPRIO, GOAL_PROPRIO, seed=0, deadline_ms=400,
+        planner={"num_samples": 2048, "opt_steps": 100, "min_iterations": 100},
     )
-    assert reply["stop_reason"] == "deadline" and reply["iterations"] < 50
+    assert reply["stop_reason"] == "deadline" and 1 <= reply["iterations"] < 100
+
+
+def test_a_deadline_that_passes_in_the_queue_gets_no_plan(mp_client):
+    with pytest.raises(PlanningError) as info:
+        mp_client.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, seed=0, deadline_ms=0.001)
+    e = info.value
+    assert (e.status, e.code, e.field) == (503, "plan.deadline_passed", "deadline_ms")
 
 
 def test_delete_session(mp_client):
