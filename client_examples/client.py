@@ -38,12 +38,14 @@ Frame = np.ndarray | Image.Image | bytes | Mapping[str, Any]
 class PlanningError(Exception):
     """An error response: HTTP status, the server's code, its message and field."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 retry_after_s: float | None = None) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.retry_after_s = retry_after_s  # the server's Retry-After, when it sent one
 
 
 class PlanningClient:
@@ -227,12 +229,21 @@ def _decode(response: httpx.Response) -> Any:
 
 
 def _error(response: httpx.Response) -> PlanningError:
+    retry_after = _retry_after(response.headers.get("retry-after"))
     try:
         detail = _decode(response)["error"]
-        return PlanningError(response.status_code, detail["code"], detail["message"], detail.get("field"))
+        return PlanningError(response.status_code, detail["code"], detail["message"], detail.get("field"),
+                             retry_after)
     except (ValueError, KeyError, TypeError, msgpack.UnpackException):
         text = response.text[:200]
-        return PlanningError(response.status_code, f"http.{response.status_code}", text)
+        return PlanningError(response.status_code, f"http.{response.status_code}", text, None, retry_after)
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:  # an HTTP date: not sent by this server
+        return None
 
 
 def _floats(values: Sequence[float] | np.ndarray | None) -> list[float] | None:

@@ -67,6 +67,11 @@ ERROR_POLICIES: dict[str, tuple[Policy, str]] = {
     "replan.executed_steps_out_of_range": (Policy.NEW_SESSION, "more steps executed than the plan had"),
     "image.": (Policy.SKIP_FRAME, "check the camera output (shape, dtype, range) named in the message"),
     "server.loading": (Policy.RETRY, "the model is still loading"),
+    "server.overloaded": (Policy.RETRY, "the server's queue is full; waiting as long as its Retry-After says"),
+    "server.shutting_down": (Policy.RETRY, "the server is restarting; retrying (a new session if it lost ours)"),
+    "plan.deadline_passed": (Policy.SKIP_FRAME, "deadline_ms passed in the server's queue; raise it or add servers"),
+    "request.timeout": (Policy.RETRY, "the request did not reach the server in time (slow network?)"),
+    "plan.loss_non_finite": (Policy.FATAL, "proprio far outside the training range, or planner.alpha too large"),
     "internal.error": (Policy.RETRY, "the server logged an incident id; report it if this persists"),
     "plan.non_finite": (Policy.RETRY, "the model produced NaN actions for this input"),
     "auth.": (Policy.FATAL, "pass the server's key with --api-key (or WM_API_KEY)"),
@@ -322,7 +327,10 @@ class ControlLoop:
             if attempt == cfg.request_retries:
                 break
             self.report.retries += 1
-            log.warning("%s; retry %d/%d in %.1f s", why, attempt + 1, cfg.request_retries, delay)
-            time.sleep(delay)
+            wait = delay
+            if isinstance(last, PlanningError) and last.retry_after_s is not None:
+                wait = max(delay, last.retry_after_s)  # the server knows when there will be room
+            log.warning("%s; retry %d/%d in %.1f s", why, attempt + 1, cfg.request_retries, wait)
+            time.sleep(wait)
             delay *= 2
         raise ControlLoopError(f"giving up after {cfg.request_retries} retries: {why}") from last

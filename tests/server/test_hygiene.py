@@ -182,11 +182,14 @@ def test_work_beyond_the_queue_budget_is_refused_with_retry_after(model_path):
         thread.start()
         time.sleep(0.3)
         r = httpx.post(url + "/plan", content=_body(), headers=MSGPACK)
+        with PlanningClient(url) as c, pytest.raises(PlanningError) as info:
+            c.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO)
         thread.join(timeout=120)
         stats = PlanningClient(url).stats()
     assert r.status_code == 503, r.content
     assert msgpack.unpackb(r.content)["error"]["code"] == "server.overloaded" and int(r.headers["retry-after"]) >= 1
-    assert out["heavy"]["iterations"] == 100 and stats["queue"]["overloaded"] == 1
+    assert info.value.code == "server.overloaded" and info.value.retry_after_s >= 1  # the client reads it
+    assert out["heavy"]["iterations"] == 100 and stats["queue"]["overloaded"] == 2
 
 
 def test_numbers_are_numbers(server_url):
