@@ -91,3 +91,14 @@ def test_server_load_quick(capsys):
 def test_server_load_refuses_a_remote_url():
     with pytest.raises(SystemExit, match="localhost"):
         server_load.main(["--url", "http://example.com:8000", "--quick"])
+
+
+def test_fairness_quick_runs_every_phase(capsys):
+    from benchmarks import fairness
+
+    result = run_json(fairness.main, ["--quick", "--json"], capsys)
+    assert result["alone"]["light"]["n"] > 0 and result["contended"]["light"]["n"] > 0
+    assert "planner.too_expensive" not in result["contended"]["errors"]  # the heavy plan is within the limit
+    assert result["contended"]["errors"].get("client_hung_up", 0) >= 1
+    assert result["burst"]["requests"] == 2 and not result["burst"]["errors"]
+    assert result["burst"]["rss_before_mb"] > 0 and result["light_p99_ratio"] > 0
