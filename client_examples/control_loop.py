@@ -71,6 +71,8 @@ ERROR_POLICIES: dict[str, tuple[Policy, str]] = {
     "server.shutting_down": (Policy.RETRY, "the server is restarting; retrying (a new session if it lost ours)"),
     "plan.deadline_passed": (Policy.SKIP_FRAME, "deadline_ms passed in the server's queue; raise it or add servers"),
     "request.timeout": (Policy.RETRY, "the request did not reach the server in time (slow network?)"),
+    "mpc_state.goal_unknown": (Policy.RETRY, "this replica lacks the goal: the client resends it with the replan"),
+    "mpc_state.": (Policy.NEW_SESSION, "the token cannot be used here (another model, expired, corrupt): /plan anew"),
     "plan.loss_non_finite": (Policy.FATAL, "proprio far outside the training range, or planner.alpha too large"),
     "internal.error": (Policy.RETRY, "the server logged an incident id; report it if this persists"),
     "plan.non_finite": (Policy.RETRY, "the model produced NaN actions for this input"),

@@ -17,6 +17,7 @@ Data flows one way: inputs in, outputs back as values.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,11 +28,20 @@ import numpy as np
 import torch
 
 import models
-from models import Latent, WorldModel, load_model
+from models import DEFAULT_MODEL_PATH, Latent, WorldModel, load_model
 from planning import CEMConfig, PlanBatch, PlanResult
 from server.memory import max_rss_bytes, rss_bytes
+from server.tokens import model_identity
 
 log = logging.getLogger(__name__)
+
+
+def _weights_identity(model: WorldModel) -> str:
+    h = hashlib.sha256(repr(model.config.to_dict()).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -99,10 +109,14 @@ class Run:
 class Engine:
     """A model in eval mode on a device, with the server's default planner config."""
 
-    def __init__(self, model: WorldModel, device: torch.device, base_config: CEMConfig) -> None:
+    def __init__(self, model: WorldModel, device: torch.device, base_config: CEMConfig,
+                 model_id: str | None = None) -> None:
+        """model_id: the model's identity (the artifact's hash, see ``load``); unset, a hash of
+        its config and weights."""
         self.model = model
         self.device = device
         self.base_config = base_config
+        self.model_id = model_id or _weights_identity(model)
 
     @classmethod
     def load(cls, path: str | Path | None, device: str = "auto", threads: int | None = None,
@@ -118,11 +132,12 @@ class Engine:
             torch.set_num_threads(threads)
         started = time.monotonic()
         model = load_model(path, device=str(dev))
+        model_id = model_identity(str(path if path is not None else DEFAULT_MODEL_PATH))
         base = dataclasses.replace(CEMConfig.for_model(model, dev.type), **(planner or {}))
         log.info("loaded model %s (%d parameters) on %s in %.1f s with %d torch threads; planner defaults %s",
                  model.config.name, model.num_parameters(), dev, time.monotonic() - started,
                  torch.get_num_threads(), base)
-        return cls(model, dev, base)
+        return cls(model, dev, base, model_id)
 
     # -- one batch, on the worker thread -----------------------------------------
 

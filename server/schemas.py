@@ -134,9 +134,17 @@ class PlanRequest(_Strict):
 
 
 class ReplanRequest(_Strict):
-    """Plan again from a new frame, warm-started from the session's last plan."""
+    """Plan again from a new frame, warm-started from the last plan: the session's
+    (``session_id``) or the one in a token (``mpc_state``, stateless: any replica)."""
 
-    session_id: SessionId
+    session_id: SessionId | None = Field(default=None, description="the session to replan; or send mpc_state")
+    mpc_state: str | None = Field(
+        default=None, max_length=1 << 20,
+        description="the token from the last response, instead of session_id: any replica can serve it")
+    goal: Image | None = Field(
+        default=None, description="with mpc_state only: the episode's goal frame, for a replica that does not "
+        "hold its latent (409 mpc_state.goal_unknown); must be the goal the token was made for")
+    goal_proprio: Proprio | None = None
     obs: Image
     proprio: Proprio | None = None
     executed_steps: Int = Field(
@@ -166,7 +174,9 @@ class Timing(_Strict):
 class PlanResponse(_Strict):
     """A plan in raw env units, with how it was found."""
 
-    session_id: str
+    session_id: str | None = Field(description="the session, or null for a stateless replan")
+    mpc_state: str = Field(description="token for the next replan (instead of session_id, on any replica)")
+    served_by: str = Field(description="the replica (process) that made this plan")
     actions: list[list[float]] = Field(
         description="(horizon * frameskip, raw_action_dim): one row per env step"
     )
