@@ -11,8 +11,9 @@ FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 
 WORKDIR /app
 COPY . .
-# torch is already in the image and satisfies the project's torch>=2.2.
-RUN pip install --no-cache-dir . \
+# torch is already in the image and satisfies the project's torch>=2.2. The client
+# package (clients/python) goes in beside it: client_examples imports it.
+RUN pip install --no-cache-dir ./clients/python . \
     && useradd --create-home --uid 1000 wm
 USER wm
 

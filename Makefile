@@ -6,7 +6,7 @@ EXTRAS ?= test,pusht
 .PHONY: setup serve test
 setup: .venv/.installed
 
-.venv/.installed: pyproject.toml scripts/setup.sh
+.venv/.installed: pyproject.toml clients/python/pyproject.toml scripts/setup.sh
 	EXTRAS=$(EXTRAS) ./scripts/setup.sh
 	touch $@
 

@@ -92,7 +92,7 @@ class HttpPlanner:
     """Plans through a running server with the shared client (raw uint8 frames over msgpack)."""
 
     def __init__(self, url: str, api_key: str | None = None, seed: int = 0, planner: dict | None = None) -> None:
-        from client_examples.client import PlanningClient
+        from wm_client import PlanningClient
 
         self.client = PlanningClient(url, api_key=api_key)
         self.client.wait_ready(timeout=120)

@@ -1,18 +1,21 @@
 """Drive an Isaac Sim articulation with plans from the planning server.
 
-Run it with Isaac Sim's Python (see docs/isaac_sim.md):
+Run it with Isaac Sim's Python, after installing the client package into it
+once (see docs/isaac_sim.md):
 
+    ./python.sh -m pip install /path/to/repo/clients/python
     ./python.sh /path/to/repo/client_examples/isaac_sim_client.py --url http://127.0.0.1:8000 \
         --usd scene.usd --camera /World/Camera --robot /World/Robot \
         --goal goal.png --goal-proprio 0.1,0.2 --model-steps 50
 
-Everything Isaac-specific is in the three adapters below (``IsaacCamera``,
-``TiledCameraSource``, ``ArticulationRobot``) and in ``main``; the loop
-itself (``client_examples/control_loop.py``) knows nothing of Isaac and is
-tested with a fake camera and robot against a real server. The model's raw
-action is taken to be what the training data recorded for this robot:
-joint position targets (``--action-mode absolute``) or their change per env
-step (``delta``); proprio is the articulation's joint positions.
+Everything Isaac-specific is in ``main`` and in the adapters it uses
+(``wm_client.isaac``: ``IsaacCamera``, ``TiledCameraSource``,
+``ArticulationRobot``, re-exported here); the loop itself
+(``wm_client.control_loop``) knows nothing of Isaac and is tested with a fake
+camera and robot against a real server. The model's raw action is taken to be
+what the training data recorded for this robot: joint position targets
+(``--action-mode absolute``) or their change per env step (``delta``);
+proprio is the articulation's joint positions.
 """
 
 from __future__ import annotations
@@ -21,63 +24,21 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
-from typing import Any
-
-if not __package__:  # run as a script (./python.sh client_examples/isaac_sim_client.py)
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
-from client_examples.client import PlanningClient
-from client_examples.control_loop import ControlLoop, ControlLoopError, LoopConfig
+try:
+    from wm_client import ControlLoop, ControlLoopError, LoopConfig, PlanningClient
+    from wm_client.isaac import ArticulationRobot, IsaacCamera, TiledCameraSource
+except ModuleNotFoundError as exc:
+    if exc.name != "wm_client" or __name__ != "__main__":
+        raise
+    sys.exit("wm_client is not installed in this Python; install it once with "
+             "`./python.sh -m pip install /path/to/repo/clients/python` (docs/isaac_sim.md)")
+
+__all__ = ["ArticulationRobot", "IsaacCamera", "TiledCameraSource", "main"]
 
 log = logging.getLogger("isaac_sim_client")
-
-
-class IsaacCamera:
-    """``isaacsim.sensors.camera.Camera``: ``get_rgba()`` is HxWx4 uint8 (numpy or
-    warp), empty until the render product has produced a frame."""
-
-    def __init__(self, camera: Any) -> None:
-        self.camera = camera
-
-    def read(self) -> Any:
-        return self.camera.get_rgba()
-
-
-class TiledCameraSource:
-    """Isaac Lab ``TiledCamera``: ``data.output["rgb"]`` is (N, H, W, 3) on the GPU,
-    uint8 (float in [0, 1] in older versions); the loop picks ``env_index``."""
-
-    def __init__(self, camera: Any, env_index: int = 0, data_type: str = "rgb") -> None:
-        self.camera, self.env_index, self.data_type = camera, env_index, data_type
-
-    def read(self) -> Any:
-        return self.camera.data.output[self.data_type][self.env_index]
-
-
-class ArticulationRobot:
-    """An articulation (``SingleArticulation`` or anything with the same two
-    methods): proprio = joint positions (of ``joint_indices``); an action is
-    a position target, absolute or a change from the current positions."""
-
-    def __init__(self, articulation: Any, joint_indices: list[int] | None = None, mode: str = "absolute") -> None:
-        if mode not in ("absolute", "delta"):
-            raise ValueError(f"mode must be 'absolute' or 'delta', got {mode!r}")
-        self.articulation, self.joint_indices, self.mode = articulation, joint_indices, mode
-
-    def proprio(self) -> np.ndarray:
-        q = np.asarray(self.articulation.get_joint_positions(joint_indices=self.joint_indices), dtype=np.float64)
-        return q.reshape(-1)
-
-    def apply(self, action: np.ndarray) -> None:
-        from isaacsim.core.utils.types import ArticulationAction
-
-        target = np.asarray(action, dtype=np.float32)
-        if self.mode == "delta":
-            target = self.proprio().astype(np.float32) + target
-        self.articulation.apply_action(ArticulationAction(joint_positions=target, joint_indices=self.joint_indices))
 
 
 def _floats(text: str | None) -> list[float] | None:

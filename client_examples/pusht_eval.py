@@ -12,9 +12,9 @@ the start are redrawn (they measure nothing). Success: agent + block
 position error < 20 px and block angle error < pi / 9, checked after every
 executed model step, within ``--budget`` model steps.
 
-Frames travel raw uint8 over msgpack through ``client_examples/client.py``;
-the MPC loop and its handling of every server error code are
-``client_examples/control_loop.py``'s. Prints one line per episode and a
+Frames travel raw uint8 over msgpack through the client package
+``wm_client`` (clients/python); the MPC loop and its handling of every server
+error code are ``wm_client.control_loop``'s. Prints one line per episode and a
 final JSON line with ``success_rate``.
 """
 
@@ -28,10 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from client_examples.client import PlanningClient
-from client_examples.control_loop import ControlLoop, ControlLoopError, LoopConfig
 from envs.collect_pusht import PushTCollectConfig, rollout_episode
 from envs.pusht import DEFAULT_MAX_STEP, PushTEnv, is_success, state_errors
+from wm_client import ControlLoop, ControlLoopError, LoopConfig, PlanningClient
 
 GOAL_MODEL_STEPS = 5  # DINO-WM: the goal is 5 model steps of data actions away
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install the project with its extras ($EXTRAS, default `test`;
-# the Makefile passes `test,pusht` so that `make test` runs the PushT tests too).
+# the Makefile passes `test,pusht` so that `make test` runs the PushT tests too),
+# and the client package clients/python (wm_client) beside it.
 #
 # torch goes in first, chosen for the machine:
 #   * an NVIDIA GPU (nvidia-smi works): pip's default torch, a CUDA build;
@@ -40,5 +41,10 @@ else
 fi
 
 extras=${EXTRAS:-test}
-"${pip[@]}" install -q -e ".[${extras}]"
+# The client package (clients/python: numpy, httpx, msgpack, pillow) is a
+# separate distribution so that a simulator's Python can install it alone;
+# client_examples and the tests import it. One pip command, both editable.
+# It is not a named dependency of the project: it is not on PyPI, and a name
+# that pip would look up there could be taken by someone else.
+"${pip[@]}" install -q -e ./clients/python -e ".[${extras}]"
 echo "setup: done ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

@@ -1,0 +1,84 @@
+"""The client package stays small and torch-free, and client_examples re-exports it instead of copying it."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+import client_examples.client
+import client_examples.control_loop
+import client_examples.isaac_sim_client
+import wm_client
+import wm_client.isaac
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "clients" / "python"
+DECLARED = {"numpy", "httpx", "msgpack", "pillow"}
+IMPORT_NAMES = {"numpy": "numpy", "httpx": "httpx", "msgpack": "msgpack", "PIL": "pillow"}
+# Imported inside a function that only runs in the simulator's own Python.
+SIMULATOR_ONLY = {"isaacsim"}
+
+
+def _imports(path: Path) -> list[tuple[str, bool]]:
+    """(top-level module, imported at module level?) for every absolute import in ``path``."""
+    tree = ast.parse(path.read_text(), str(path))
+    in_function: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            in_function.update(id(child) for child in ast.walk(node) if child is not node)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found += [(name.split(".")[0], id(node) not in in_function) for name in names]
+    return found
+
+
+def test_the_declared_dependencies_are_numpy_httpx_msgpack_pillow() -> None:
+    # The installed metadata, as pip sees it (`make setup` reinstalls when the pyproject changes).
+    requires = importlib.metadata.requires("wm-planning-client") or []
+    assert {re.match(r"[A-Za-z0-9_.-]+", req).group(0).lower() for req in requires} == DECLARED
+    assert not any("extra ==" in req for req in requires)  # no optional extras that could pull torch
+
+
+def test_the_package_imports_only_the_standard_library_and_its_declared_dependencies() -> None:
+    modules = sorted((PACKAGE / "src" / "wm_client").glob("*.py"))
+    assert {m.name for m in modules} >= {"__init__.py", "client.py", "control_loop.py", "isaac.py"}
+    used: set[str] = set()
+    for module in modules:
+        for name, top_level in _imports(module):
+            if name in sys.stdlib_module_names or name in {"__future__", "wm_client"}:
+                continue
+            if not top_level and name in SIMULATOR_ONLY:
+                continue
+            assert name in IMPORT_NAMES, f"{module.name} imports {name}: not a declared dependency"
+            used.add(IMPORT_NAMES[name])
+    assert used == DECLARED  # and every declared one is really used
+
+
+def test_the_installed_distribution_is_this_directory() -> None:
+    assert importlib.metadata.version("wm-planning-client") == wm_client.__version__
+    assert Path(wm_client.__file__).resolve().is_relative_to(PACKAGE / "src")
+
+
+@pytest.mark.parametrize("module", [client_examples.client, client_examples.control_loop])
+def test_the_old_modules_only_re_export(module) -> None:  # noqa: ANN001 - a module
+    tree = ast.parse(Path(module.__file__).read_text())
+    defined = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    assert defined == []  # moved, not copied: one copy of the client to keep right
+    for name in module.__all__:
+        assert getattr(module, name) is getattr(wm_client, name), name
+
+
+def test_the_isaac_script_uses_the_packages_adapters() -> None:
+    for name in ("IsaacCamera", "TiledCameraSource", "ArticulationRobot"):
+        assert getattr(client_examples.isaac_sim_client, name) is getattr(wm_client.isaac, name)
