@@ -98,20 +98,21 @@ def divergent(seed=0, epochs=5, noise=0.0):
     return rows_from("predictor", val, train, 1e-3, comps)
 
 
-def unstable(seed=0, epochs=20, best=None, end_best=False):
+def unstable(seed=0, epochs=20, best=None, end_best=False, alternate=0.8):
     """Incident 3: 20 epochs at lr 5e-4, val jumping between 0.4304 and 0.5360, train improving only 0.077
-    (to 0.287; other lengths keep that rate), val 0.43 at the end. The val mostly alternates high/low (their rolling std was above 0.05);
-    its best 0.4304 is pinned at `best` (default: a random epoch in the first half), or at the last epoch."""
+    (to 0.287; other lengths keep that rate), val 0.43 at the end. The val switches between high and low
+    with probability `alternate` each epoch (their rolling std above 0.05 means it mostly alternated); its
+    best 0.4304 is pinned at `best` (default: a random epoch in the first half), or at the last epoch."""
     rng = np.random.default_rng(seed)
     high, val = bool(rng.random() < 0.5), np.empty(epochs)
     for i in range(epochs):
         val[i] = rng.uniform(0.49, 0.536) if high else rng.uniform(0.4304, 0.46)
-        high = high != (rng.random() < 0.8)
+        high = high != (rng.random() < alternate)
     b = int(rng.integers(2, epochs // 2)) if best is None else best - 1
     val[b], val[int(rng.integers(0, epochs))] = 0.4304, 0.5360
     val[-1] = 0.4304 if end_best else 0.4312
     if end_best:
         val[b] = 0.4315
     train = 0.364 - 0.077 / 19 * np.arange(epochs) + rng.normal(0, 0.002, epochs)  # 0.077 per 20 epochs
-    train[0] = 0.364
+    train[0], train[-1] = 0.364, 0.364 - 0.077 / 19 * (epochs - 1)  # 0.287 at epoch 20
     return rows_from("predictor", val, train, 5e-4)
