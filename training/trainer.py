@@ -274,8 +274,7 @@ class Trainer:
         while (self.out / f"metrics.before-best-{n}.jsonl").exists():
             n += 1
         shutil.copyfile(path, self.out / f"metrics.before-best-{n}.jsonl")
-        kept = [line for line in path.read_text().splitlines(keepends=True) if line.strip()
-                and not _after(json.loads(line), phase, best_epoch)]
+        kept = [line for line in path.read_text().splitlines(keepends=True) if not _after(line, phase, best_epoch)]
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text("".join(kept))
         tmp.replace(path)
@@ -447,5 +446,10 @@ class Trainer:
         self._save_latest()
 
 
-def _after(row: dict[str, Any], phase: str, epoch: int) -> bool:
-    return row.get("phase") == phase and int(row.get("epoch", 0)) > epoch
+def _after(line: str, phase: str, epoch: int) -> bool:
+    """Whether a metrics line is a row of `phase` after `epoch`, or not a whole row (a write cut short)."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return True
+    return not line.endswith("\n") or (row.get("phase") == phase and int(row.get("epoch", 0)) > epoch)
