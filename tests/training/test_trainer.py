@@ -36,7 +36,10 @@ def weights(path):
 
 
 def test_a_short_run_writes_a_servable_model_and_per_component_metrics(dataset, tmp_path):
-    state = Trainer(config(dataset, tmp_path), progress=False).run()
+    from training.components import decompose_gap
+    from training.diagnose import split_phases
+
+    state = Trainer(config(dataset, tmp_path, alpha=0.5), progress=False).run()
     assert state.status == "max_epochs" and state.phase == "done"
     model = load_model(tmp_path / "model.pt")
     assert model.stats.provenance["split"] == "train"
@@ -45,6 +48,17 @@ def test_a_short_run_writes_a_servable_model_and_per_component_metrics(dataset, 
     assert {"train_recon", "train_latent_reg", "val_recon", "train_grad_norm", "lr"} <= set(rows[0])
     assert {"train_pred_visual", "train_pred_proprio", "val_pred_visual", "val_pred_proprio"} <= set(rows[2])
     assert (tmp_path / "best.pt").is_file() and (tmp_path / "latest.pt").is_file()
+
+    # The monitor splits a train/val gap with the logged weights: they must be the ones each total used.
+    for row in rows:
+        for split in ("train", "val"):
+            weights = row["loss_weights"][split]
+            assert sum(w * row[f"{split}_{k}"] for k, w in weights.items()) == pytest.approx(row[f"{split}_loss"],
+                                                                                            rel=1e-5)
+    assert rows[-1]["loss_weights"]["val"]["pred_proprio"] == 0.5
+    gap = decompose_gap(split_phases(rows)["predictor"])
+    assert gap.weights["train"].source == "logged" and gap.not_shared == {}  # the same loss on both splits
+    assert gap.same_loss_gap == pytest.approx(rows[-1]["val_loss"] - rows[-1]["train_loss"], rel=1e-6)
 
 
 @pytest.mark.parametrize("stop_at", [4, 9])  # mid encoder epoch 2; mid predictor epoch 2
@@ -135,24 +149,6 @@ def test_stats_cli_writes_the_train_split_statistics_the_importer_reads(dataset,
     expected = compute_stats(ds, split_episodes(ds.num_episodes, 0.1, 3), str(dataset))
     torch.testing.assert_close(stats.action_mean, expected.action_mean)
     assert stats.provenance["split"] == "train" and "seed=3" in stats.provenance["split_rule"]
-
-
-def test_logged_loss_weights_rebuild_each_total_from_its_components(dataset, tmp_path):
-    """The monitor splits a train/val gap with these weights: they must be the ones the total used."""
-    from training.components import decompose_gap
-    from training.diagnose import split_phases
-
-    Trainer(config(dataset, tmp_path, alpha=0.5), progress=False).run()
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    for row in rows:
-        for split in ("train", "val"):
-            weights = row["loss_weights"][split]
-            assert sum(w * row[f"{split}_{k}"] for k, w in weights.items()) == pytest.approx(row[f"{split}_loss"],
-                                                                                            rel=1e-5)
-    assert rows[-1]["loss_weights"]["val"]["pred_proprio"] == 0.5
-    gap = decompose_gap(split_phases(rows)["predictor"])
-    assert gap.weights["train"].source == "logged" and gap.not_shared == {}  # the same loss on both splits
-    assert gap.same_loss_gap == pytest.approx(rows[-1]["val_loss"] - rows[-1]["train_loss"], rel=1e-6)
 
 
 def scripted_val(trainer, curves):
