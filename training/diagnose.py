@@ -39,7 +39,7 @@ import numpy as np
 from training.components import NOT_COMPONENTS  # noqa: F401  (re-exported: the monitor plots components)
 from training.diagnose_losses import overfitting_gap, regularisation, train_val_gap
 from training.findings import (KINDS, RESUME_BEST, SEVERITY, Curve, Finding, Thresholds,  # noqa: F401
-                               make, num, rolling_rel_std, rounded, series, sign_changes)
+                               make, num, rolling_rel_std, rounded, series, sign_changes, unstable_windows)
 
 
 def split_phases(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
@@ -106,13 +106,9 @@ def _non_finite(c: Curve) -> Finding | None:
 def _instability(c: Curve, t: Thresholds) -> Finding | None:
     w = t.instability_window
     rel, flips = rolling_rel_std(c.loss, w), sign_changes(c.loss, w)
-    unstable = np.flatnonzero((rel > t.instability_rel_std) & (flips >= t.instability_sign_changes))
-    covered = np.zeros(len(c.loss), dtype=bool)  # epochs inside an unstable window
-    for i in unstable:
-        covered[i:i + w] = True
-    step = np.diff(c.loss) / c.loss[:-1]
-    rises = int(np.sum((step > t.instability_rel_std) & covered[1:] & covered[:-1]))
-    if len(unstable) == 0 or rises < t.instability_rises:
+    bad, rises = unstable_windows(c.loss, t)
+    unstable = np.flatnonzero(bad)
+    if len(unstable) == 0:
         return None
     worst = int(unstable[np.argmax(rel[unstable])])
     e0, e1 = int(c.epochs[worst]), int(c.epochs[worst + w - 1])
