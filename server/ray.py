@@ -30,7 +30,7 @@ from pydantic_settings import CliApp, SettingsError
 
 from server.settings import Settings
 
-log = logging.getLogger("server.ray")
+log = logging.getLogger(__name__)
 
 
 class RaySettings(Settings):
