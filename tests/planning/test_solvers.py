@@ -13,7 +13,7 @@ from planning.icem import colored, population
 from tests.planning.test_cem import SMALL, tiny_problem
 from tests.planning.toy import LinearToyModel
 
-FAST = replace(SMALL, opt_steps=6, min_iterations=6, grad_starts=2, grad_iterations=2)
+FAST = replace(SMALL, num_samples=16, topk=4, opt_steps=5, min_iterations=5, grad_starts=2, grad_iterations=2)
 
 
 def cfg_for(method, **kw):
