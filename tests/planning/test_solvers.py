@@ -134,3 +134,13 @@ def test_config_validates_the_method_and_its_settings():
         CEMConfig(mppi_temperature=0.0)
     with pytest.raises(ValueError, match="elite_std='both'"):
         CEMConfig(elite_std="both")
+
+
+def test_a_model_artifact_may_recommend_its_method():
+    model = tiny_model()
+    model.metadata = {"planner": {"method": "icem", "icem_beta": 1.0}}
+    cfg = CEMConfig.for_model(model, "cpu")
+    assert (cfg.method, cfg.icem_beta, cfg.num_samples) == ("icem", 1.0, CEMConfig.cpu_preset().num_samples)
+    model.metadata = {"planner": {"method": "newton"}}
+    with pytest.raises(ValueError, match="method='newton'"):
+        CEMConfig.for_model(model)
