@@ -1,7 +1,7 @@
 """Success per compute: every solver in closed loop on the wall task, at several budgets.
 
     python -m benchmarks.solvers [--goals near far] [--episodes 20] [--cells cem_paper icem_100x15 ...]
-                                 [--out FILE.jsonl] [--quick] [--plot PNG --from FILE.jsonl ...]
+                                 [--out FILE.jsonl] [--quick] [--plot PNG] [--table] --from FILE.jsonl ...
     python -m benchmarks.solvers --study std [--problems 16]   # biased vs unbiased elite std, 30 iterations
 
 Each cell is a planner config (a method and a budget) run through the real
@@ -157,6 +157,22 @@ def std_study(model: WorldModel, problems: int, seed: int) -> dict[str, Any]:
     return summary
 
 
+def table(rows: list[dict[str, Any]]) -> str:
+    """A markdown table of closed-loop cells, cheapest first within each goal set."""
+    out = ["| goals | cell | success | GFLOPs/plan | x fewer than cem_paper | mean iterations | plan p50 / p95 (ms) "
+           "| stops | load |", "|---|---|---|---|---|---|---|---|---|"]
+    for goals in ("near", "far"):
+        cells = sorted((r for r in rows if r.get("goals") == goals), key=lambda r: r["gflops_per_plan"])
+        ref = next((r["gflops_per_plan"] for r in cells if r["cell"] == "cem_paper"), None)
+        for r in cells:
+            ratio = f"{ref / r['gflops_per_plan']:.1f}" if ref else "-"
+            stops = ", ".join(f"{k} {v}" for k, v in sorted(r["stop_reasons"].items()))
+            out.append(f"| {goals} | `{r['cell']}` | {100 * r['success_rate']:.0f}% ({r['successes']}/{r['episodes']}) "
+                       f"| {r['gflops_per_plan']:.2f} | {ratio} | {r['mean_iterations']:.1f} "
+                       f"| {r['plan_ms_p50']:.0f} / {r['plan_ms_p95']:.0f} | {stops} | {r['load_average_1m']} |")
+    return "\n".join(out)
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -192,11 +208,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--study", choices=["std"], help="the elite-std study instead of closed loop")
     ap.add_argument("--problems", type=int, default=16)
     ap.add_argument("--plot", type=Path, help="write the success-vs-GFLOP plot from --from files and exit")
+    ap.add_argument("--table", action="store_true", help="print a markdown table from --from files and exit")
     ap.add_argument("--from", dest="sources", nargs="*", type=Path, default=[])
     args = ap.parse_args(argv)
-    if args.plot:
+    if args.plot or args.table:
         rows = [json.loads(line) for p in args.sources for line in p.read_text().splitlines() if line.strip()]
-        plot([r for r in rows if "cell" in r], args.plot)
+        rows = [r for r in rows if "cell" in r]
+        if args.plot:
+            plot(rows, args.plot)
+        if args.table:
+            print(table(rows))
         return 0
     set_threads(args.threads)
     path = find_default_model(args.model)

@@ -29,6 +29,10 @@ def test_quick_closed_loop_writes_one_line_per_cell_and_a_plot(tmp_path, capsys)
     png = tmp_path / "plot.png"
     assert solvers.main(["--plot", str(png), "--from", str(out)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert solvers.main(["--table", "--from", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 + len(CELLS) and all(f"`{c}`" in "".join(lines) for c in CELLS)
 
 
 def test_gflops_count_forward_and_backward_rollouts_and_one_encoding():
