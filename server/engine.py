@@ -30,6 +30,7 @@ import torch
 import models
 from models import DEFAULT_MODEL_PATH, Latent, WorldModel, load_model
 from planning import CEMConfig, PlanBatch, PlanResult
+from planning.icem import population
 from server.memory import max_rss_bytes, rss_bytes
 from server.tokens import model_identity
 
@@ -104,6 +105,23 @@ class Run:
     @property
     def size(self) -> int:
         return len(self.goals)
+
+
+_GRADIENT_STEP = 4.0  # one gradient step on a sequence, in cached forward rollouts (uncached forward + backward)
+
+
+def rollout_equivalents(cfg: CEMConfig) -> float:
+    """Upper bound on the rollouts a plan scores, all iterations run."""
+    sampling = cfg.opt_steps - (cfg.grad_iterations if cfg.method.endswith("_gradient") else 0)
+    if cfg.method == "gradient":
+        return cfg.grad_starts * cfg.opt_steps * _GRADIENT_STEP
+    if cfg.method.startswith("icem"):
+        samples = sum(population(cfg, it) for it in range(sampling))
+    else:
+        samples = cfg.num_samples * sampling
+    if cfg.method.endswith("_gradient"):
+        samples += cfg.grad_starts * cfg.grad_iterations * _GRADIENT_STEP
+    return float(samples)
 
 
 class Engine:
@@ -225,10 +243,12 @@ class Engine:
     # -- cost ---------------------------------------------------------------------
 
     def plan_gflop(self, config: CEMConfig) -> float:
-        """Analytic GFLOPs of a plan run to its last iteration: samples x
-        iterations x one rollout (scheduling and admission use it; the
-        encoder's share is left out, well under 1% of a plan)."""
-        return config.num_samples * config.opt_steps * self.rollout_gflop(config.horizon)
+        """Analytic GFLOPs of a plan run to its last iteration: the rollouts its
+        solver scores (samples x iterations for CEM and MPPI, iCEM's shrinking
+        populations, 4 rollouts' worth per gradient step: an uncached forward
+        and its backward) x one rollout. Scheduling and admission use it; the
+        encoder's share is left out, well under 1% of a plan."""
+        return rollout_equivalents(config) * self.rollout_gflop(config.horizon)
 
     def rollout_gflop(self, horizon: int) -> float:
         """GFLOPs of one sample's rollout over ``horizon`` steps (matmuls only).

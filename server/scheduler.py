@@ -284,7 +284,7 @@ class Scheduler:
         finally:
             self._step_started = None
         config = jobs[0].input.config
-        per_iteration = config.num_samples * self.engine.rollout_gflop(config.horizon)
+        per_iteration = self.engine.plan_gflop(config) / config.opt_steps  # one iteration of one request
         self._last_batch = len(jobs)
         self.stats.batches += 1
         self.stats.batched_requests += len(jobs)

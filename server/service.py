@@ -214,6 +214,7 @@ def _response(runtime: Runtime, session_id: str | None, done: PlanOutput, job: P
         loss_trace=[float(x) for x in result.loss_trace],
         iterations=int(result.iterations),
         stop_reason=result.stop_reason,
+        method=result.method,
         horizon=int(horizon),
         frameskip=engine.frameskip,
         seed=int(result.seed),

@@ -161,6 +161,12 @@ class Settings(BaseSettings):
             "var_scale": self.max_var_scale,
             "alpha": self.max_alpha,
             "min_improvement": 100.0,  # a fraction: above 1 every plan stops at min_iterations
+            "icem_beta": 10.0,
+            "icem_decay": 100.0,
+            "mppi_temperature": 1e4,
+            "grad_lr": 100.0,
+            "grad_starts": self.max_num_samples,
+            "grad_iterations": self.max_opt_steps,
         }
 
     def resolved_threads(self, device_type: str) -> int | None:
