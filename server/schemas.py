@@ -223,6 +223,7 @@ class ErrorBody(_Strict):
 
 class HealthResponse(_Strict):
     status: Literal["ok", "loading", "failed"]
+    replica: str | None = Field(default=None, description="this process (the served_by of its plans)")
     model: dict[str, Any] | None = None
     device: str | None = None
     eval_mode: bool | None = None

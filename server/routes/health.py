@@ -21,11 +21,12 @@ router = APIRouter(tags=["operations"])
 async def health(request: Request, runtime: RuntimeDep) -> Response:
     engine = runtime.engine
     if engine is None:
-        body = HealthResponse(status=runtime.status, error=runtime.error)
+        body = HealthResponse(status=runtime.status, error=runtime.error, replica=runtime.replica)
         return encode(body.model_dump(), response_wire(request), 503)
     eval_mode = engine.eval_mode()
     body = HealthResponse(
         status="ok" if eval_mode else "failed",
+        replica=runtime.replica,
         model=engine.describe(),
         device=str(engine.device),
         eval_mode=eval_mode,

@@ -58,17 +58,19 @@ def ray_url() -> Iterator[str]:
     try:
         with PlanningClient(url, timeout=10) as c:
             deadline = time.monotonic() + 240
-            while True:
+            ready: set[str] = set()
+            while len(ready) < 2:  # both replicas have loaded their model and answer
                 if proc.poll() is not None:
                     pytest.fail(f"server.ray exited: {proc.stdout.read() if proc.stdout else ''}")
                 try:
-                    if c.health()["status"] == "ok" and len(_replica_pids()) >= 2:
-                        break
+                    health = c.health()
+                    if health["status"] == "ok":
+                        ready.add(health["replica"])
                 except Exception:  # noqa: BLE001 - not up yet
                     pass
                 if time.monotonic() > deadline:
-                    pytest.fail("Ray Serve did not start two replicas within 240 s")
-                time.sleep(1)
+                    pytest.fail(f"Ray Serve did not start two ready replicas within 240 s (ready: {ready})")
+                time.sleep(0.2)
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -126,7 +128,7 @@ def episode(url: str, start: np.ndarray, goal: np.ndarray, seed: int, model_step
 
 def test_consecutive_replans_are_served_by_different_replicas_and_the_episode_succeeds(ray_url):
     env = WallEnv()
-    tasks = make_tasks("near", 3, seed=11, env=env, frameskip=5)
+    tasks = make_tasks("near", 5, seed=11, env=env, frameskip=5)
     served: Counter[str] = Counter()
     successes = 0
     for i, (start, goal) in enumerate(tasks):
@@ -135,7 +137,7 @@ def test_consecutive_replans_are_served_by_different_replicas_and_the_episode_su
         served.update(loop.report.served_by)
         assert robot.applied == loop.report.env_actions == 5 * loop.report.model_steps
     assert len(served) >= 2, served  # steps of these episodes were served by both replicas
-    assert successes >= 2, successes
+    assert successes >= 4, successes
 
 
 def test_a_replica_killed_mid_episode_loses_no_step(ray_url):
