@@ -1,7 +1,7 @@
 # The two commands a new user needs: `make serve` and `make test`.
 PY := .venv/bin/python
 # `make test` runs every test, so it installs the optional extras they exercise.
-EXTRAS ?= test,pusht
+EXTRAS ?= test,pusht,ray
 
 .PHONY: setup serve test
 setup: .venv/.installed

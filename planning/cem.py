@@ -24,7 +24,8 @@ from planning.solver import Bounds, Solver, draw_normal
 class CEM(Solver):
     """State: mu, sigma (B, H, A); noise (B, opt_steps, S, H, A) drawn at init."""
 
-    def __init__(self, cfg: CEMConfig, mean: torch.Tensor, seeds: list[int], bounds: Bounds) -> None:
+    def __init__(self, cfg: CEMConfig, mean: torch.Tensor, seeds: list[int], bounds: Bounds,
+                 init_elites: torch.Tensor | None = None) -> None:
         super().__init__(cfg, mean, seeds, bounds)
         b, h, a = mean.shape
         self.mu = mean
@@ -40,7 +41,12 @@ class CEM(Solver):
         top = costs.topk(self.cfg.topk, dim=1, largest=False, sorted=True)
         elites = candidates.gather(1, top.indices[..., None, None].expand(-1, -1, h, a))  # (b, k, H, A)
         self.mu[idx] = elites.mean(dim=1)
-        self.sigma[idx] = elites.std(dim=1, unbiased=False).clamp_min(self.cfg.min_std)
+        self.sigma[idx] = self.refit_std(elites)
+
+    def refit_std(self, elites: torch.Tensor) -> torch.Tensor:
+        """(b, k, H, A) -> (b, H, A): the elites' std, floored at min_std."""
+        unbiased = self.cfg.elite_std == "unbiased" and elites.shape[1] > 1
+        return elites.std(dim=1, unbiased=unbiased).clamp_min(self.cfg.min_std)
 
     def result(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.mu[ids], self.sigma[ids]

@@ -1,4 +1,4 @@
-"""CEM planner configuration."""
+"""Planner configuration: the driver's settings and every solver's, validated at construction."""
 
 from __future__ import annotations
 
@@ -7,11 +7,17 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 Objective = Literal["last", "all"]
+Method = Literal["cem", "icem", "mppi", "gradient", "cem_gradient", "icem_gradient"]
+METHODS: tuple[str, ...] = ("cem", "icem", "mppi", "gradient", "cem_gradient", "icem_gradient")
 
 
 @dataclass(frozen=True)
 class CEMConfig:
-    """Args (defaults are DINO-WM's paper settings):
+    """Args (defaults are DINO-WM's paper settings; docs/planning.md explains each solver):
+    method: the solver. "cem" (DINO-WM's), "icem" (Pinneri et al. 2020),
+        "mppi" (weighted by exp(-cost/temperature)), "gradient" (Adam on the
+        actions through the frozen model), "cem_gradient"/"icem_gradient"
+        (sampling, then the last `grad_iterations` iterations by gradient).
     horizon: model steps planned (each is `frameskip` env steps).
     num_samples: action sequences drawn per iteration, per request; sample 0
         is always the current mean.
@@ -32,8 +38,26 @@ class CEMConfig:
     memory_budget_mb: activation memory one chunk of samples may use; the
         chunk size is derived from it (halved on out-of-memory).
     chunk_size: force a chunk size (samples per forward pass); None = derive.
+    elite_std: "biased" (divide by k, TD-MPC2) or "unbiased" (k - 1, DINO-WM)
+        std of the elites when sigma is refit (CEM, iCEM).
+    icem_beta: colored-noise exponent of iCEM's samples along the horizon
+        (0 = white as CEM; 2 = the paper's choice for most tasks: smoother,
+        lower-frequency action sequences).
+    icem_keep_elites: fraction of the elites carried into the next
+        iteration's samples (and, shifted, into the next MPC plan).
+    icem_decay: iCEM's population shrinks by this factor per iteration
+        (num_samples / decay**i, never below 2 * topk).
+    mppi_temperature: MPPI weights each sample by exp(-z / temperature), z its
+        cost standardised over the iteration's samples (scale-free: the same
+        temperature works for any model's loss scale).
+    grad_lr: Adam step size on normalised actions (1 = the training std).
+    grad_starts: sequences refined in parallel by "gradient" (the warm start
+        and grad_starts - 1 perturbed copies); the best is returned.
+    grad_iterations: the composite methods' last iterations spent on gradient
+        steps (the rest of `opt_steps` is sampling); must be < opt_steps.
     """
 
+    method: Method = "cem"
     horizon: int = 5
     num_samples: int = 300
     topk: int = 30
@@ -48,18 +72,37 @@ class CEMConfig:
     min_improvement: float = 1e-3
     memory_budget_mb: float = 1024.0
     chunk_size: int | None = None
+    elite_std: Literal["biased", "unbiased"] = "biased"
+    icem_beta: float = 2.0
+    icem_keep_elites: float = 0.3
+    icem_decay: float = 1.25
+    mppi_temperature: float = 0.5
+    grad_lr: float = 0.1
+    grad_starts: int = 4
+    grad_iterations: int = 5
 
     def __post_init__(self) -> None:
         # Strict: a server builds this from client overrides and answers the ValueError.
-        for name in ("horizon", "num_samples", "topk", "opt_steps", "patience"):
+        if self.method not in METHODS:
+            raise ValueError(f"method={self.method!r}: expected one of {list(METHODS)}")
+        for name in ("horizon", "num_samples", "topk", "opt_steps", "patience", "grad_starts", "grad_iterations"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("min_iterations", self.min_iterations, minimum=0)
         if self.chunk_size is not None:
             _check_int("chunk_size", self.chunk_size, minimum=1, extra=" or None")
-        for name in ("var_scale", "base", "memory_budget_mb"):
+        for name in ("var_scale", "base", "memory_budget_mb", "mppi_temperature", "grad_lr", "icem_decay"):
             _check_float(self, name, positive=True)
-        for name in ("min_std", "alpha", "min_improvement"):
+        for name in ("min_std", "alpha", "min_improvement", "icem_beta", "icem_keep_elites"):
             _check_float(self, name, positive=False)
+        if self.icem_decay < 1:
+            raise ValueError(f"icem_decay={self.icem_decay!r}: must be >= 1 (the population shrinks or stays)")
+        if self.icem_keep_elites > 1:
+            raise ValueError(f"icem_keep_elites={self.icem_keep_elites!r}: a fraction of the elites, at most 1")
+        if self.elite_std not in ("biased", "unbiased"):
+            raise ValueError(f"elite_std={self.elite_std!r}: expected 'biased' or 'unbiased'")
+        if self.method.endswith("_gradient") and self.grad_iterations >= self.opt_steps:
+            raise ValueError(f"grad_iterations={self.grad_iterations} must be < opt_steps={self.opt_steps} "
+                             f"for method={self.method!r}: the first iterations sample")
         if self.topk > self.num_samples:
             raise ValueError(f"topk={self.topk} exceeds num_samples={self.num_samples}: "
                              "the elites are chosen among the samples")

@@ -30,12 +30,18 @@ import torch
 
 from models import Latent, WorldModel
 from planning.cem import CEM
-from planning.config import CEMConfig
+from planning.composite import CEMThenGradient, ICEMThenGradient
+from planning.config import METHODS, CEMConfig
 from planning.evaluate import Evaluator
+from planning.gradient import Gradient
+from planning.icem import ICEM
+from planning.mppi import MPPI
 from planning.result import PlanResult
 from planning.solver import Solver
 
-SOLVERS: dict[str, type[Solver]] = {"cem": CEM}
+SOLVERS: dict[str, type[Solver]] = {"cem": CEM, "icem": ICEM, "mppi": MPPI, "gradient": Gradient,
+                                    "cem_gradient": CEMThenGradient, "icem_gradient": ICEMThenGradient}
+assert set(SOLVERS) == set(METHODS), "every configurable method has a solver"
 
 
 class PlanBatch:
@@ -46,11 +52,15 @@ class PlanBatch:
         mean training action). seeds: one per request (None = random,
         reported back in the result). deadline: absolute `time.monotonic()`
         seconds, for all requests or one per request (None = none).
+    init_elites: (B, e, H, A) the last plans' kept elites shifted like the
+        mean (`PlanResult.elites`, `MPCSession.init_elites`), for iCEM; other
+        solvers ignore them.
     """
 
     def __init__(self, model: WorldModel, z_obs: Latent, z_goal: Latent, cfg: CEMConfig,
                  init_mean: torch.Tensor | None = None, seeds: Sequence[int | None] | None = None,
-                 deadline: float | Sequence[float | None] | None = None) -> None:
+                 deadline: float | Sequence[float | None] | None = None, *,
+                 init_elites: torch.Tensor | None = None) -> None:
         b = z_obs.visual.shape[0]
         h, a = cfg.horizon, model.config.action_dim
         dev = model.device
@@ -62,6 +72,9 @@ class PlanBatch:
             raise ValueError(f"got {len(self._deadlines)} deadlines for {b} requests")
         if init_mean is not None and tuple(init_mean.shape) != (b, h, a):
             raise ValueError(f"init_mean has shape {tuple(init_mean.shape)}; expected {(b, h, a)}")
+        if init_elites is not None and (init_elites.dim() != 4 or init_elites.shape[0] != b
+                                        or tuple(init_elites.shape[2:]) != (h, a)):
+            raise ValueError(f"init_elites has shape {tuple(init_elites.shape)}; expected {(b, 'e', h, a)}")
         bounds = None
         if model.config.action_low is not None:
             lo, hi = model.codec.model_bounds(model.config.action_low, model.config.action_high)
@@ -71,7 +84,8 @@ class PlanBatch:
             mean = torch.zeros(b, h, a, device=dev) if init_mean is None else init_mean.to(dev, torch.float32).clone()
             if bounds is not None:
                 mean = mean.clamp(*bounds)
-            self._solver = SOLVERS[getattr(cfg, "method", "cem")](cfg, mean, self._seeds, bounds)
+            elites = None if init_elites is None else init_elites.to(dev, torch.float32)
+            self._solver = SOLVERS[cfg.method](cfg, mean, self._seeds, bounds, elites)
             self._evaluate = Evaluator(model, z_obs.to(dev), z_goal.to(dev), cfg)
         self._traces: list[list[float]] = [[] for _ in range(b)]
         self._reasons = ["max_iterations"] * b
@@ -159,23 +173,29 @@ class PlanBatch:
             return []
         ids = sorted(ids)
         actions, sigma = self._solver.result(ids)  # (n, H, A) each
-        losses = self._evaluate(torch.tensor(ids, device=self._device), actions[:, None]).squeeze(1).tolist()
-        method = getattr(self.cfg, "method", "cem")
+        req = torch.tensor(ids, device=self._device)
+        losses = self._evaluate(req, actions[:, None]).squeeze(1)
+        counts = torch.stack([self._evaluate.rollouts[req], self._evaluate.grad_rollouts[req]], dim=1)
+        losses, counts = losses.tolist(), counts.tolist()
+        kept = self._solver.kept(ids)
         return [(i, PlanResult(actions=actions[k].clone(), sigma=sigma[k].clone(), loss=losses[k],
                                loss_trace=self._traces[i], iterations=len(self._traces[i]),
-                               stop_reason=self._reasons[i], seed=self._seeds[i], method=method))
+                               stop_reason=self._reasons[i], seed=self._seeds[i], method=self.cfg.method,
+                               rollouts=counts[k][0], grad_rollouts=counts[k][1],
+                               elites=None if kept is None else kept[k].clone()))
                 for k, i in enumerate(ids)]
 
 
 def plan(model: WorldModel, z_obs: Latent, z_goal: Latent, cfg: CEMConfig,
          init_mean: torch.Tensor | None = None, seeds: Sequence[int | None] | None = None,
          deadline: float | Sequence[float | None] | None = None,
-         on_done: Callable[[int, PlanResult], None] | None = None) -> list[PlanResult]:
+         on_done: Callable[[int, PlanResult], None] | None = None, *,
+         init_elites: torch.Tensor | None = None) -> list[PlanResult]:
     """Plan for B requests (arguments as `PlanBatch`): step until every request
     has stopped. on_done(i, result) is called as soon as request i stops while
     others go on, so a caller serving several clients can answer each at once.
     Returns B PlanResults, in request order."""
-    batch = PlanBatch(model, z_obs, z_goal, cfg, init_mean, seeds, deadline)
+    batch = PlanBatch(model, z_obs, z_goal, cfg, init_mean, seeds, deadline, init_elites=init_elites)
     results: list[PlanResult | None] = [None] * batch.size
     while not batch.done:
         for i, result in batch.step():

@@ -31,6 +31,10 @@ class Evaluator:
     def __init__(self, model: WorldModel, z_obs: Latent, z_goal: Latent, cfg: CEMConfig) -> None:
         self.model, self.z_obs, self.z_goal, self.cfg = model, z_obs, z_goal, cfg
         self.chunk = cfg.chunk_size or self._chunk_from_budget()
+        b = z_obs.visual.shape[0]
+        # sequences scored per request (on the device: counting costs no host sync), for FLOPs per plan
+        self.rollouts = torch.zeros(b, dtype=torch.long, device=z_obs.visual.device)
+        self.grad_rollouts = torch.zeros(b, dtype=torch.long, device=z_obs.visual.device)
 
     def _chunk_from_budget(self) -> int:
         budget = self.cfg.memory_budget_mb * 2**20
@@ -51,6 +55,7 @@ class Evaluator:
             out[i:j] = objective(pred, z_goal, self.cfg.objective, self.cfg.alpha, self.cfg.base)
 
         self._chunked(b * s, score)
+        self.rollouts.index_add_(0, req, torch.full_like(req, s))
         return out.view(b, s)
 
     def with_grad(self, req: torch.Tensor, samples: torch.Tensor,
@@ -78,6 +83,7 @@ class Evaluator:
             grad[i:j] = g
 
         self._chunked(b * s, score, grad_factor=3)
+        self.grad_rollouts.index_add_(0, req, torch.full_like(req, s))
         return out.view(b, s), grad.view(b, s, h, a)
 
     def _chunked(self, n: int, score: Callable[[int, int], None], grad_factor: int = 1) -> None:

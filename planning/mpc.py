@@ -47,6 +47,7 @@ class MPCSession:
     config: CEMConfig
     plan: torch.Tensor | None = None
     steps_planned: int = 0  # plans made since the last cold start
+    elites: torch.Tensor | None = None  # (e, H, A) the last plan's kept elites (iCEM), else None
 
     def init_mean(self, executed_steps: int) -> torch.Tensor | None:
         """Warm start for the next plan, (1, H, A), or None when cold."""
@@ -54,13 +55,21 @@ class MPCSession:
             return None
         return warm_start(self.plan, executed_steps, self.config.horizon).unsqueeze(0)
 
+    def init_elites(self, executed_steps: int) -> torch.Tensor | None:
+        """The last plan's kept elites shifted like the plan, (1, e, H, A), or None."""
+        if self.plan is None or self.elites is None:
+            return None
+        return warm_start(self.elites, executed_steps, self.config.horizon).unsqueeze(0)
+
     def record(self, result: PlanResult) -> None:
         self.plan = result.actions.detach()
+        self.elites = None if result.elites is None else result.elites.detach()
         self.steps_planned += 1
 
     def reset(self, goal: Latent | None = None, config: CEMConfig | None = None) -> None:
         """Cold start: forget the plan; optionally a new goal or config."""
         self.plan = None
+        self.elites = None
         self.steps_planned = 0
         if goal is not None:
             self.goal = goal

@@ -22,3 +22,6 @@ class PlanResult:
     stop_reason: str = "max_iterations"  # a StopReason
     seed: int = 0
     method: str = "cem"  # the solver that made the plan
+    rollouts: int = 0  # sequences scored by a forward rollout, the final scoring included
+    grad_rollouts: int = 0  # sequences scored with a backward pass (gradient solvers)
+    elites: torch.Tensor | None = None  # (e, H, A) iCEM's kept elites, to warm-start the next plan

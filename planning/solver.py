@@ -30,10 +30,13 @@ class Solver(ABC):
         action), already within `bounds`. seeds: one int per request; every
         random draw of request i comes from a generator seeded with seeds[i]
         and is made before any chunking, so a plan does not depend on the
-        chunk size or on the other requests in the batch.
+        chunk size or on the other requests in the batch. init_elites: (B, e, H, A)
+    candidates carried over from the last MPC plan (shifted), for a solver that
+    keeps elites (iCEM); others ignore them.
     """
 
-    def __init__(self, cfg: CEMConfig, mean: torch.Tensor, seeds: list[int], bounds: Bounds) -> None:
+    def __init__(self, cfg: CEMConfig, mean: torch.Tensor, seeds: list[int], bounds: Bounds,
+                 init_elites: torch.Tensor | None = None) -> None:
         self.cfg, self.bounds = cfg, bounds
 
     @abstractmethod
@@ -47,6 +50,10 @@ class Solver(ABC):
     @abstractmethod
     def result(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The plans of requests `ids`: actions (n, H, A) and their spread (n, H, A)."""
+
+    def kept(self, ids: list[int]) -> torch.Tensor | None:
+        """Candidates (n, e, H, A) worth carrying into the next MPC plan, or None."""
+        return None
 
     def step(self, idx: torch.Tensor, it: int, evaluate: Evaluator) -> torch.Tensor:
         """One iteration: propose, score, update. Returns the costs (b, N); the

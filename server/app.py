@@ -55,8 +55,14 @@ _UNPROTECTED = frozenset({"/health"})
 CLIENT_CLOSED = 499  # nginx's "client closed request": recorded, never sent
 
 
-def create_app(settings: Settings, on_fatal: Callable[[BaseException], None] | None = None) -> FastAPI:
-    """The planning server for ``settings``; ``on_fatal`` is called if the model fails to load."""
+def create_app(settings: Settings, on_fatal: Callable[[BaseException], None] | None = None,
+               load_before_serving: bool = False) -> FastAPI:
+    """The planning server for ``settings``; ``on_fatal`` is called if the model fails to load.
+
+    load_before_serving: the lifespan's start-up waits for the model (Ray Serve: a replica
+    is ready only once its model is); by default it loads in the background and /health
+    says 503 "loading" meanwhile.
+    """
     runtime = Runtime(settings, on_fatal)
     runtime.metrics.add_collector(ScrapeCollector(lambda: stats.scrape(runtime)))
     # Pillow's own bomb check, aligned with ours (ours runs first on the header).
@@ -64,8 +70,13 @@ def create_app(settings: Settings, on_fatal: Callable[[BaseException], None] | N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(runtime.load(), name="load-model"),
-                 asyncio.create_task(runtime.sweep_sessions(), name="sweep-sessions")]
+        if load_before_serving:
+            await runtime.load()
+            if runtime.status != "ok":
+                raise RuntimeError(f"the model failed to load: {runtime.error}")
+        tasks = [asyncio.create_task(runtime.sweep_sessions(), name="sweep-sessions")]
+        if not load_before_serving:
+            tasks.append(asyncio.create_task(runtime.load(), name="load-model"))
         try:
             yield
         finally:

@@ -17,6 +17,7 @@ Data flows one way: inputs in, outputs back as values.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,11 +28,21 @@ import numpy as np
 import torch
 
 import models
-from models import Latent, WorldModel, load_model
+from models import DEFAULT_MODEL_PATH, Latent, WorldModel, load_model
 from planning import CEMConfig, PlanBatch, PlanResult
+from planning.icem import population
 from server.memory import max_rss_bytes, rss_bytes
+from server.tokens import model_identity
 
 log = logging.getLogger(__name__)
+
+
+def _weights_identity(model: WorldModel) -> str:
+    h = hashlib.sha256(repr(model.config.to_dict()).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -96,13 +107,34 @@ class Run:
         return len(self.goals)
 
 
+_GRADIENT_STEP = 4.0  # one gradient step on a sequence, in cached forward rollouts (uncached forward + backward)
+
+
+def rollout_equivalents(cfg: CEMConfig) -> float:
+    """Upper bound on the rollouts a plan scores, all iterations run."""
+    sampling = cfg.opt_steps - (cfg.grad_iterations if cfg.method.endswith("_gradient") else 0)
+    if cfg.method == "gradient":
+        return cfg.grad_starts * cfg.opt_steps * _GRADIENT_STEP
+    if cfg.method.startswith("icem"):
+        samples = sum(population(cfg, it) for it in range(sampling))
+    else:
+        samples = cfg.num_samples * sampling
+    if cfg.method.endswith("_gradient"):
+        samples += cfg.grad_starts * cfg.grad_iterations * _GRADIENT_STEP
+    return float(samples)
+
+
 class Engine:
     """A model in eval mode on a device, with the server's default planner config."""
 
-    def __init__(self, model: WorldModel, device: torch.device, base_config: CEMConfig) -> None:
+    def __init__(self, model: WorldModel, device: torch.device, base_config: CEMConfig,
+                 model_id: str | None = None) -> None:
+        """model_id: the model's identity (the artifact's hash, see ``load``); unset, a hash of
+        its config and weights."""
         self.model = model
         self.device = device
         self.base_config = base_config
+        self.model_id = model_id or _weights_identity(model)
 
     @classmethod
     def load(cls, path: str | Path | None, device: str = "auto", threads: int | None = None,
@@ -118,11 +150,12 @@ class Engine:
             torch.set_num_threads(threads)
         started = time.monotonic()
         model = load_model(path, device=str(dev))
+        model_id = model_identity(str(path if path is not None else DEFAULT_MODEL_PATH))
         base = dataclasses.replace(CEMConfig.for_model(model, dev.type), **(planner or {}))
         log.info("loaded model %s (%d parameters) on %s in %.1f s with %d torch threads; planner defaults %s",
                  model.config.name, model.num_parameters(), dev, time.monotonic() - started,
                  torch.get_num_threads(), base)
-        return cls(model, dev, base)
+        return cls(model, dev, base, model_id)
 
     # -- one batch, on the worker thread -----------------------------------------
 
@@ -210,10 +243,12 @@ class Engine:
     # -- cost ---------------------------------------------------------------------
 
     def plan_gflop(self, config: CEMConfig) -> float:
-        """Analytic GFLOPs of a plan run to its last iteration: samples x
-        iterations x one rollout (scheduling and admission use it; the
-        encoder's share is left out, well under 1% of a plan)."""
-        return config.num_samples * config.opt_steps * self.rollout_gflop(config.horizon)
+        """Analytic GFLOPs of a plan run to its last iteration: the rollouts its
+        solver scores (samples x iterations for CEM and MPPI, iCEM's shrinking
+        populations, 4 rollouts' worth per gradient step: an uncached forward
+        and its backward) x one rollout. Scheduling and admission use it; the
+        encoder's share is left out, well under 1% of a plan."""
+        return rollout_equivalents(config) * self.rollout_gflop(config.horizon)
 
     def rollout_gflop(self, horizon: int) -> float:
         """GFLOPs of one sample's rollout over ``horizon`` steps (matmuls only).

@@ -46,7 +46,8 @@ class Metrics:
                                       ["method", "path", "status"], registry=self.registry)
         self._errors = PromCounter("wm_errors", "error responses by route and error code",
                                    ["path", "code"], registry=self.registry)
-        self._plans = PromCounter("wm_plans", "plans by stop reason", ["stop_reason"], registry=self.registry)
+        self._plans = PromCounter("wm_plans", "plans by solver and stop reason", ["method", "stop_reason"],
+                                  registry=self.registry)
         self._iterations = PromCounter("wm_plan_iterations", "planner iterations run", registry=self.registry)
         self._latency = Histogram("wm_plan_latency_seconds", "server time of successful plans", ["path"],
                                   buckets=LATENCY_BUCKETS, registry=self.registry)
@@ -57,6 +58,8 @@ class Metrics:
         self.plan_count: Counter[str] = Counter()
         self.stop_reasons: Counter[str] = Counter()
         self.iterations_total = 0
+        self.method_plans: Counter[str] = Counter()
+        self.method_iterations: Counter[str] = Counter()
 
     def uptime_s(self) -> float:
         return time.monotonic() - self.started
@@ -74,13 +77,16 @@ class Metrics:
         self.errors[f"{method} {path}"][code] += 1
         self._errors.labels(path, code).inc()
 
-    def record_plan(self, method: str, path: str, total_ms: float, iterations: int, stop_reason: str) -> None:
+    def record_plan(self, method: str, path: str, total_ms: float, iterations: int, stop_reason: str,
+                    solver: str = "cem") -> None:
         endpoint = f"{method} {path}"
+        self.method_plans[solver] += 1
+        self.method_iterations[solver] += iterations
         self.plan_latency_ms[endpoint].append(total_ms)
         self.plan_count[endpoint] += 1
         self.stop_reasons[stop_reason] += 1
         self.iterations_total += iterations
-        self._plans.labels(stop_reason).inc()
+        self._plans.labels(solver, stop_reason).inc()
         self._iterations.inc(iterations)
         self._latency.labels(path).observe(total_ms / 1000.0)
 
@@ -109,6 +115,8 @@ class Metrics:
             "mean_iterations": round(self.iterations_total / plans, 3) if plans else None,
             "early_stop_rate": round(early / plans, 4) if plans else None,
             "stop_reasons": dict(sorted(self.stop_reasons.items())),
+            "by_method": {m: {"plans": n, "mean_iterations": round(self.method_iterations[m] / n, 3)}
+                          for m, n in sorted(self.method_plans.items())},
         }
 
     # -- /metrics -------------------------------------------------------------

@@ -23,8 +23,13 @@ from typing import Any
 from planning import CEMConfig
 from server.errors import ApiError
 
-# Knobs that make a plan more expensive, in the order a client should lower them.
-_COST_FIELDS = ("num_samples", "opt_steps", "horizon")
+def _cost_fields(config: CEMConfig) -> tuple[str, ...]:
+    """The settings that make this solver's plan more expensive."""
+    if config.method == "gradient":
+        return ("grad_starts", "opt_steps", "horizon")
+    if config.method.endswith("_gradient"):
+        return ("num_samples", "opt_steps", "grad_starts", "horizon")
+    return ("num_samples", "opt_steps", "horizon")
 
 
 @dataclass(frozen=True)
@@ -71,12 +76,13 @@ def check_cost(config: CEMConfig, gflop: float, base: CEMConfig, base_gflop: flo
         return
     factor = gflop / limits.max_plan_gflop
     # The knob furthest above the server's default is the one to lower first.
-    name = max(_COST_FIELDS, key=lambda f: getattr(config, f) / max(1, getattr(base, f)))
+    fields = _cost_fields(config)
+    name = max(fields, key=lambda f: getattr(config, f) / max(1, getattr(base, f)))
     value = getattr(config, name)
     suggested = max(1, int(value / factor))
     raise ApiError(
         422, "planner.too_expensive",
-        f"this plan would cost {gflop:.4g} GFLOP ({gflop / base_gflop:.1f}x the server's default plan: "
-        f"num_samples x opt_steps x a rollout of horizon steps), over this server's per-request limit of "
-        f"{limits.max_plan_gflop:.4g} GFLOP; lower planner.{name} (e.g. to {suggested}) or the other "
-        f"cost settings ({', '.join(_COST_FIELDS)}).", f"planner.{name}")
+        f"this plan would cost {gflop:.4g} GFLOP ({gflop / base_gflop:.1f}x the server's default plan: the "
+        f"rollouts its {config.method} solver scores x a rollout of horizon steps), over this server's per-request "
+        f"limit of {limits.max_plan_gflop:.4g} GFLOP; lower planner.{name} (e.g. to {suggested}) or the other "
+        f"cost settings ({', '.join(fields)}).", f"planner.{name}")

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Callable
 from typing import Literal
 
@@ -23,6 +25,7 @@ from server.metrics import Metrics
 from server.planner import PlannerLimits
 from server.scheduler import Scheduler
 from server.sessions import SessionStore
+from server.tokens import GoalCache, TokenCodec
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,9 @@ class Runtime:
         self.decode_budget = DecodeBudget(int(settings.max_decode_mb * 2**20))
         self.engine: Engine | None = None
         self.scheduler: Scheduler | None = None
+        self.tokens: TokenCodec | None = None
+        self.goals = GoalCache(settings.goal_cache_size)
+        self.replica = settings.replica_name or f"{socket.gethostname()}:{os.getpid()}"
         self.limits = PlannerLimits(settings.limits())
         self.base_gflop = 0.0
         self.status: Status = "loading"
@@ -74,6 +80,8 @@ class Runtime:
             if self._on_fatal is not None:
                 self._on_fatal(exc)
             return
+        secret = s.token_secret.get_secret_value() if s.token_secret is not None else None
+        self.tokens = TokenCodec(engine.model_id, secret, s.max_mpc_state_bytes, s.mpc_state_ttl_s)
         self.scheduler = Scheduler(
             engine, max_batch=s.micro_batch_max if s.micro_batch else 1, batch_wait_s=s.micro_batch_wait_ms / 1000,
             max_queued_gflop=s.max_queued_cost * self.base_gflop, max_running=s.max_running_batches,

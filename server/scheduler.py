@@ -132,6 +132,7 @@ class Scheduler:
         self._stopped = False
         self._last_batch = 1
         self._gflop_per_s: float | None = None  # measured, for Retry-After
+        self._step_started: float | None = None  # monotonic start of the iteration running now
         self._thread = threading.Thread(target=self._work, name="wm-model", daemon=True)
         self._thread.start()
 
@@ -177,6 +178,16 @@ class Scheduler:
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("the model thread is still in an iteration after %.1f s; leaving it", timeout)
+
+    def health(self, wedged_after_s: float) -> str | None:
+        """None when the worker is alive and its current iteration (if any) is younger
+        than ``wedged_after_s``; else what is wrong (an orchestrator restarts the process)."""
+        if not self._thread.is_alive():
+            return "the model thread has died"
+        started = self._step_started
+        if started is not None and time.monotonic() - started > wedged_after_s:
+            return f"one planner iteration has run for {time.monotonic() - started:.0f} s (wedged?)"
+        return None
 
     def stop_accepting(self) -> None:
         """New submissions get ShuttingDown; queued and running work goes on."""
@@ -260,6 +271,7 @@ class Scheduler:
             job.started = now
             self.stats.record_wait(now - job.enqueued)
         try:
+            self._step_started = time.monotonic()
             run = self.engine.start([j.input for j in jobs])
         except Exception as exc:  # noqa: BLE001 - handed to the requests, one by one
             if len(jobs) == 1:
@@ -269,8 +281,10 @@ class Scheduler:
             for job in jobs:
                 self._start([job])
             return
+        finally:
+            self._step_started = None
         config = jobs[0].input.config
-        per_iteration = config.num_samples * self.engine.rollout_gflop(config.horizon)
+        per_iteration = self.engine.plan_gflop(config) / config.opt_steps  # one iteration of one request
         self._last_batch = len(jobs)
         self.stats.batches += 1
         self.stats.batched_requests += len(jobs)
@@ -296,7 +310,7 @@ class Scheduler:
                 self.stats.cancelled_running += 1
                 self.engine.cancel(running.run, i)
         active = len(running.run.plan.active)
-        started = time.monotonic()
+        started = self._step_started = time.monotonic()
         try:
             finished = self.engine.step(running.run)
         except Exception as exc:  # noqa: BLE001 - the batch's own failure, handed to its requests
@@ -305,6 +319,7 @@ class Scheduler:
                 if not running.answered[i]:
                     _answer(job, exc)
             finished, running.answered = [], [True] * len(running.jobs)
+        self._step_started = None
         elapsed = time.monotonic() - started
         done_gflop = active * running.iteration_gflop
         self.stats.gflop_done += done_gflop

@@ -86,9 +86,12 @@ class PlannerOverrides(_Strict):
 
     Only the types are checked here; the planner's config checks the values
     (e.g. topk <= num_samples) and the server's limits bound every numeric
-    field and the plan's cost (see /stats ``limits``).
+    field and the plan's cost (see /stats ``limits``). docs/planning.md
+    describes each solver and its settings.
     """
 
+    method: Literal["cem", "icem", "mppi", "gradient", "cem_gradient", "icem_gradient"] | None = Field(
+        default=None, description="the solver (default: the server's, usually the model's recommendation)")
     horizon: Int | None = Field(default=None, description="model steps planned (>= 1)")
     num_samples: Int | None = Field(default=None, description="samples per iteration (>= 1)")
     topk: Int | None = Field(default=None, description="elites refitting the Gaussian (1..num_samples)")
@@ -103,6 +106,15 @@ class PlannerOverrides(_Strict):
     min_improvement: Number | None = Field(
         default=None, description="relative loss improvement that counts as progress (>= 0)"
     )
+    elite_std: Literal["biased", "unbiased"] | None = Field(default=None, description="CEM/iCEM sigma refit")
+    icem_beta: Number | None = Field(default=None, description="iCEM colored-noise exponent (>= 0)")
+    icem_keep_elites: Number | None = Field(default=None, description="iCEM fraction of elites kept (0..1)")
+    icem_decay: Number | None = Field(default=None, description="iCEM population decay per iteration (>= 1)")
+    mppi_temperature: Number | None = Field(default=None, description="MPPI temperature (> 0)")
+    grad_lr: Number | None = Field(default=None, description="gradient solvers' Adam step size (> 0)")
+    grad_starts: Int | None = Field(default=None, description="sequences refined in parallel by gradient (>= 1)")
+    grad_iterations: Int | None = Field(
+        default=None, description="composite methods: last iterations spent on gradient steps (< opt_steps)")
 
 
 Proprio = Annotated[
@@ -134,9 +146,17 @@ class PlanRequest(_Strict):
 
 
 class ReplanRequest(_Strict):
-    """Plan again from a new frame, warm-started from the session's last plan."""
+    """Plan again from a new frame, warm-started from the last plan: the session's
+    (``session_id``) or the one in a token (``mpc_state``, stateless: any replica)."""
 
-    session_id: SessionId
+    session_id: SessionId | None = Field(default=None, description="the session to replan; or send mpc_state")
+    mpc_state: str | None = Field(
+        default=None, max_length=1 << 20,
+        description="the token from the last response, instead of session_id: any replica can serve it")
+    goal: Image | None = Field(
+        default=None, description="with mpc_state only: the episode's goal frame, for a replica that does not "
+        "hold its latent (409 mpc_state.goal_unknown); must be the goal the token was made for")
+    goal_proprio: Proprio | None = None
     obs: Image
     proprio: Proprio | None = None
     executed_steps: Int = Field(
@@ -166,7 +186,9 @@ class Timing(_Strict):
 class PlanResponse(_Strict):
     """A plan in raw env units, with how it was found."""
 
-    session_id: str
+    session_id: str | None = Field(description="the session, or null for a stateless replan")
+    mpc_state: str = Field(description="token for the next replan (instead of session_id, on any replica)")
+    served_by: str = Field(description="the replica (process) that made this plan")
     actions: list[list[float]] = Field(
         description="(horizon * frameskip, raw_action_dim): one row per env step"
     )
@@ -178,6 +200,7 @@ class PlanResponse(_Strict):
     loss_trace: list[float] = Field(description="best elite loss after each iteration")
     iterations: int
     stop_reason: StopReason
+    method: str = Field(description="the solver that made the plan")
     horizon: int
     frameskip: int
     seed: int = Field(description="the seed used (drawn at random when none was sent)")
@@ -216,6 +239,8 @@ class LatencySummary(_Strict):
 class PlannerStats(_Strict):
     plans: int
     mean_iterations: float | None
+    by_method: dict[str, dict[str, float | int | None]] = Field(
+        default_factory=dict, description="plans and mean iterations per solver")
     early_stop_rate: float | None = Field(
         description="fraction of plans stopped early by the loss criterion (converged)"
     )

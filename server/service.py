@@ -10,12 +10,14 @@ to recording the next.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 
 import numpy as np
+import torch
 
-from planning import MPCSession
+from planning import MPCSession, warm_start
 from server import planner
 from server.decoding import decode
 from server.engine import PlanInput, PlanOutput
@@ -23,6 +25,7 @@ from server.errors import ApiError
 from server.images import Notice
 from server.runtime import Runtime
 from server.schemas import PlannerOverrides, PlanRequest, PlanResponse, ReplanRequest
+from server.tokens import goal_identity
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -39,6 +42,7 @@ async def plan(runtime: Runtime, body: PlanRequest, received_at: float) -> PlanR
     job = PlanInput(obs.pixels, proprio, config, goal=goal.pixels, goal_proprio=goal_proprio,
                     seed=body.seed, deadline=_deadline(received_at, body.deadline_ms))
     notices = obs.warnings + goal.warnings
+    goal_id = goal_identity(engine.model_id, goal.pixels, goal_proprio)
     del obs, goal  # only the job holds the pixels now
 
     session_id = body.session_id or uuid.uuid4().hex
@@ -48,16 +52,27 @@ async def plan(runtime: Runtime, body: PlanRequest, received_at: float) -> PlanR
             done = await runtime.scheduler.submit(job, gflop)
             mpc = MPCSession(goal=done.goal_latent, config=config)
             mpc.record(done.result)
-            session.state = mpc
+            session.state, session.goal_id = mpc, goal_id
     except BaseException:
         if created:
             runtime.sessions.discard(session)
         raise
-    return _response(runtime, session_id, done, job, received_at, decoded_at, notices)
+    runtime.goals.put(goal_id, done.goal_latent)
+    return _response(runtime, session_id, done, job, goal_id, received_at, decoded_at, notices)
 
 
 async def replan(runtime: Runtime, body: ReplanRequest, received_at: float) -> PlanResponse:
-    """Plan from a new frame, warm-started from the session's last plan shifted by the steps executed."""
+    """Plan from a new frame, warm-started from the last plan shifted by the steps executed:
+    the session's, or the one carried by ``mpc_state``."""
+    if (body.session_id is None) == (body.mpc_state is None):
+        raise ApiError(422, "request.invalid" if body.session_id else "request.missing_field",
+                       "send exactly one of session_id (server-side session) and mpc_state (the token of the "
+                       "last response)", "session_id")
+    if body.mpc_state is not None:
+        return await _replan_stateless(runtime, body, received_at)
+    if body.goal is not None or body.goal_proprio is not None:
+        raise ApiError(422, "request.invalid", "goal and goal_proprio go with mpc_state; a session keeps its goal "
+                       "(POST /plan to change it)", "goal")
     engine = runtime.ready_engine()
     session = runtime.sessions.get(body.session_id)
     proprio = check_proprio(body.proprio, "proprio", engine.proprio_dim)
@@ -79,7 +94,52 @@ async def replan(runtime: Runtime, body: ReplanRequest, received_at: float) -> P
                         deadline=_deadline(received_at, body.deadline_ms))
         done = await runtime.scheduler.submit(job, engine.plan_gflop(mpc.config))
         mpc.record(done.result)
-    return _response(runtime, body.session_id, done, job, received_at, decoded_at, obs.warnings)
+        goal_id = session.goal_id or ""
+    return _response(runtime, body.session_id, done, job, goal_id, received_at, decoded_at, obs.warnings)
+
+
+async def _replan_stateless(runtime: Runtime, body: ReplanRequest, received_at: float) -> PlanResponse:
+    """A replan whose warm start and planner settings come from its token; the goal latent
+    from this process's cache, or encoded from the goal frame the request carries."""
+    engine = runtime.ready_engine()
+    assert runtime.tokens is not None and body.mpc_state is not None
+    state = runtime.tokens.read(body.mpc_state)
+    config = planner.resolve(engine.base_config, state.config, runtime.limits)
+    gflop = engine.plan_gflop(config)
+    planner.check_cost(config, gflop, engine.base_config, runtime.base_gflop, runtime.limits)
+    if state.plan.shape != (config.horizon, engine.model.config.action_dim):
+        raise ApiError(422, "mpc_state.invalid", f"mpc_state's plan has shape {state.plan.shape}, not "
+                       f"({config.horizon}, {engine.model.config.action_dim}) for this model", "mpc_state")
+    if body.executed_steps > config.horizon:
+        raise ApiError(
+            422, "replan.executed_steps_out_of_range",
+            f"executed_steps={body.executed_steps} but the plan in mpc_state has only {config.horizon} model "
+            f"steps; send 0..{config.horizon}, or POST /plan to start over.", "executed_steps")
+    proprio = check_proprio(body.proprio, "proprio", engine.proprio_dim)
+    goal_latent = runtime.goals.get(state.goal_id)
+    goal_pixels, goal_proprio = None, None
+    if body.goal is not None:
+        goal_proprio = check_proprio(body.goal_proprio, "goal_proprio", engine.proprio_dim)
+        goal = await decode(runtime, body.goal, "goal")
+        if goal_identity(engine.model_id, goal.pixels, goal_proprio) != state.goal_id:
+            raise ApiError(422, "mpc_state.goal_mismatch",
+                           "goal and goal_proprio are not the goal this mpc_state was planned for; send that goal, "
+                           "or POST /plan to plan towards a new one", "goal")
+        if goal_latent is None:
+            goal_pixels = goal.pixels
+    elif goal_latent is None:
+        raise ApiError(409, "mpc_state.goal_unknown",
+                       "this server does not hold the goal of this mpc_state (another replica planned it, or it "
+                       "restarted); resend the same request with goal and goal_proprio", "goal")
+    obs = await decode(runtime, body.obs, "obs")
+    decoded_at = time.monotonic()
+    init = warm_start(torch.from_numpy(state.plan), body.executed_steps, config.horizon).unsqueeze(0)  # (1, H, A)
+    job = PlanInput(obs.pixels, proprio, config, goal=goal_pixels, goal_proprio=goal_proprio,
+                    goal_latent=goal_latent if goal_pixels is None else None, init_mean=init, seed=body.seed,
+                    deadline=_deadline(received_at, body.deadline_ms))
+    done = await runtime.scheduler.submit(job, gflop)
+    runtime.goals.put(state.goal_id, done.goal_latent)
+    return _response(runtime, None, done, job, state.goal_id, received_at, decoded_at, obs.warnings)
 
 
 def _config(runtime: Runtime, overrides: PlannerOverrides | None):  # noqa: ANN202 - (CEMConfig, float)
@@ -120,8 +180,8 @@ def _deadline(received_at: float, deadline_ms: float | None) -> float | None:
     return None if deadline_ms is None else received_at + deadline_ms / 1000.0
 
 
-def _response(runtime: Runtime, session_id: str, done: PlanOutput, job: PlanInput, received_at: float,
-              decoded_at: float, notices: list[Notice]) -> PlanResponse:
+def _response(runtime: Runtime, session_id: str | None, done: PlanOutput, job: PlanInput, goal_id: str,
+              received_at: float, decoded_at: float, notices: list[Notice]) -> PlanResponse:
     """Shape the plan for the client: env steps and model steps, in raw units."""
     engine = runtime.ready_engine()
     result, actions = done.result, done.actions
@@ -142,14 +202,19 @@ def _response(runtime: Runtime, session_id: str, done: PlanOutput, job: PlanInpu
     horizon = result.actions.shape[0]
     model_actions = actions.reshape(horizon, -1)  # (H, frameskip * raw_action_dim)
     ms = 1000.0
+    assert runtime.tokens is not None
+    token = runtime.tokens.issue(dataclasses.asdict(job.config), goal_id, result.actions.detach().cpu().numpy())
     return PlanResponse(
         session_id=session_id,
+        mpc_state=token,
+        served_by=runtime.replica,
         actions=actions.tolist(),
         model_actions=model_actions.tolist(),
         loss=float(result.loss),
         loss_trace=[float(x) for x in result.loss_trace],
         iterations=int(result.iterations),
         stop_reason=result.stop_reason,
+        method=result.method,
         horizon=int(horizon),
         frameskip=engine.frameskip,
         seed=int(result.seed),

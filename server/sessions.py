@@ -46,6 +46,7 @@ class Session(Generic[T]):
     last_used: float
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     state: T | None = None
+    goal_id: str | None = None  # the goal's content identity, written into each mpc_state token
 
 
 class SessionStore(Generic[T]):

@@ -122,6 +122,17 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         default=10.0, ge=0,
         description="on SIGTERM, in-flight plans get this long to finish before they are cancelled")
+    token_secret: SecretStr | None = Field(
+        default=None,
+        description="key for the mpc_state tokens' signatures (the same on every replica); unset, tokens are "
+        "bound to the model and checked for corruption, but anyone with the model file could forge one")
+    max_mpc_state_bytes: int = Field(default=65536, ge=256, description="longest mpc_state token accepted")
+    mpc_state_ttl_s: float = Field(
+        default=86400.0, ge=0, description="mpc_state tokens older than this are refused (0: never expire)")
+    goal_cache_size: int = Field(
+        default=1024, ge=1, description="goal latents kept per process for stateless replans (LRU)")
+    replica_name: str | None = Field(
+        default=None, description="names this process in every response's served_by; unset: host:pid")
     warmup: bool = Field(
         default=True, description="run one short plan after loading, before reporting ready"
     )
@@ -150,6 +161,12 @@ class Settings(BaseSettings):
             "var_scale": self.max_var_scale,
             "alpha": self.max_alpha,
             "min_improvement": 100.0,  # a fraction: above 1 every plan stops at min_iterations
+            "icem_beta": 10.0,
+            "icem_decay": 100.0,
+            "mppi_temperature": 1e4,
+            "grad_lr": 100.0,
+            "grad_starts": self.max_num_samples,
+            "grad_iterations": self.max_opt_steps,
         }
 
     def resolved_threads(self, device_type: str) -> int | None:

@@ -30,7 +30,7 @@ from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg 
 from matplotlib.ticker import MaxNLocator
 
 from training.diagnose import (NOT_COMPONENTS, Finding, Thresholds, diagnose, format_findings, rolling_rel_std,
-                               series, sign_changes, split_phases)
+                               series, split_phases, unstable_windows)
 
 log = logging.getLogger(__name__)
 METRICS = "metrics.jsonl"
@@ -90,12 +90,12 @@ def plot_phase(phase: str, rows: Sequence[Mapping[str, Any]], path: Path, thresh
     w = thresholds.instability_window
     monitored = val if np.isfinite(val).any() else train
     ok = np.isfinite(monitored)
-    rel, flips, ends = rolling_rel_std(monitored[ok], w), sign_changes(monitored[ok], w), epochs[ok][w - 1:]
+    rel, ends = rolling_rel_std(monitored[ok], w), epochs[ok][w - 1:]
     _line(ax[4], ends, rel, f"{w}-epoch window ending at the epoch", "tab:purple")
     ax[4].axhline(thresholds.instability_rel_std, color="grey", ls="--", lw=1, label="threshold")
-    bad = (rel > thresholds.instability_rel_std) & (flips >= thresholds.instability_sign_changes)
+    bad, _ = unstable_windows(monitored[ok], thresholds)  # what the instability finding counts
     if bad.any():
-        ax[4].plot(ends[bad], rel[bad], "o", color="tab:red", label="unstable (also oscillating)")
+        ax[4].plot(ends[bad], rel[bad], "o", color="tab:red", label="unstable (oscillating, rising again and again)")
     _style(ax[4], "rolling std of val loss about its trend / level", log=False)
 
     _line(ax[5], epochs, val - train, "val - train", "tab:brown")

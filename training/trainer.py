@@ -15,11 +15,21 @@ that stops and keeps the best model, every loss component logged on its own,
 `latest` (weights, optimiser, scheduler, RNG, position inside the epoch),
 Ctrl-C / SIGTERM save `latest` before exiting, metrics in JSONL, a progress bar.
 
+Resuming from `best` (`run(resume="best", lr=...)`) rolls the current phase
+back to its best epoch: the best weights, the epoch counter and the history
+as they were then, a fresh optimiser and scheduler, optionally at a new
+learning rate (a fine-tune). It is not an exact replay (the optimiser state
+at the best epoch is not kept); the abandoned epochs' metrics are archived.
+
 Run folder:
-    latest.pt       training state (weights-only loadable), for --resume
+    latest.pt       training state (weights-only loadable), for --resume; it
+                    also holds the encoder phase's best encoder and decoder
     best.pt         the best model so far as a servable artifact (with stats)
     model.pt        the final model (= best), written when training ends
-    metrics.jsonl   one JSON object per epoch
+    metrics.jsonl   one JSON object per epoch, with each loss component and
+                    its weight in the total (`loss_weights`)
+    metrics.before-best-N.jsonl   the full log as it was before the Nth
+                    resume from best
     config.json     the resolved training config
 """
 
@@ -31,7 +41,7 @@ import math
 import shutil
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -58,6 +68,10 @@ FOREGROUND_WEIGHT = 20.0
 FOREGROUND_THRESHOLD = 0.1  # in normalised pixel units ([-1, 1] range)
 
 
+class ResumeError(ValueError):
+    """A resume that cannot happen as asked (no latest.pt, no best epoch yet, a bad lr)."""
+
+
 @dataclass
 class State:
     """Everything `latest.pt` needs for an exact resume (plain types only)."""
@@ -68,6 +82,7 @@ class State:
     global_step: int = 0  # steps of this phase, for warm-up
     epoch_sums: dict[str, float] = field(default_factory=dict)
     best_val: float = math.inf
+    best_epoch: int = 0  # epoch of best_val (0: none yet)
     bad_epochs: int = 0
     status: str = "running"  # running | early_stopped | max_epochs | diverged | interrupted | done
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -145,6 +160,12 @@ class Trainer:
         pro = F.mse_loss(pred.proprio, pemb[:, 1:]) if pemb.shape[-1] else vis.new_zeros(())
         return {"loss": vis + self.cfg.alpha * pro, "pred_visual": vis, "pred_proprio": pro}
 
+    def _loss_weights(self, phase: str) -> dict[str, float]:
+        """Weight of each logged component in the total `_losses` returns (the
+        monitor splits a train/val gap into terms with these)."""
+        return {"recon": 1.0, "latent_reg": 1.0} if phase == "encoder" else {"pred_visual": 1.0,
+                                                                               "pred_proprio": self.cfg.alpha}
+
     # Phase machinery -------------------------------------------------------------
     def _phase_cfg(self, phase: str) -> PhaseConfig:
         return self.cfg.encoder if phase == "encoder" else self.cfg.predictor
@@ -186,8 +207,9 @@ class Trainer:
                    "model": self.model.state_dict(), "decoder": self.decoder.state_dict(),
                    "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                    "torch_rng": torch.get_rng_state(), "config": self.cfg.to_dict()}
-        if getattr(self, "best_encoder", None) is not None:
-            payload["best_encoder"] = self.best_encoder
+        for key in ("best_encoder", "best_decoder"):
+            if getattr(self, key, None) is not None:
+                payload[key] = getattr(self, key)
         atomic_torch_save(payload, self.out / "latest.pt")
 
     def _load_latest(self) -> None:
@@ -198,6 +220,7 @@ class Trainer:
         self.model.load_state_dict(payload["model"])
         self.decoder.load_state_dict(payload["decoder"])
         self.best_encoder = payload.get("best_encoder")
+        self.best_decoder = payload.get("best_decoder")
         if self.state.phase in PHASES:
             self._setup_phase(self.state.phase)
             self.opt.load_state_dict(payload["optimizer"])
@@ -206,9 +229,61 @@ class Trainer:
         log.info("resumed %s epoch %d step %d from %s", self.state.phase, self.state.epoch,
                  self.state.epoch_step, self.out / "latest.pt")
 
+    def _load_best(self, lr: float | None) -> None:
+        """Roll the phase in `latest.pt` back to its best epoch (a finished run: its predictor phase)."""
+        path = self.out / "latest.pt"
+        if not path.is_file():
+            raise ResumeError(f"{path}: resuming from best needs the run's latest.pt (phase, best epoch)")
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        s = self.state = State(**payload["state"])
+        phase = s.phase if s.phase in PHASES else "predictor"
+        self.model.load_state_dict(payload["model"])
+        self.decoder.load_state_dict(payload["decoder"])
+        self.best_encoder, self.best_decoder = payload.get("best_encoder"), payload.get("best_decoder")
+        if phase == "encoder":
+            if self.best_decoder is None or s.best_epoch == 0:
+                raise ResumeError(f"{path}: no best encoder epoch recorded yet; resume from latest instead")
+            self.model.encoder.load_state_dict(self.best_encoder)
+            self.decoder.load_state_dict(self.best_decoder)
+        else:
+            if not (self.out / "best.pt").is_file():
+                raise ResumeError(f"{self.out / 'best.pt'}: no best predictor epoch yet; resume from latest instead")
+            best = torch.load(self.out / "best.pt", map_location="cpu", weights_only=True)
+            self.model.load_state_dict(best["state_dict"])
+            s.best_epoch = s.best_epoch or int(best["metadata"]["predictor_epoch"])  # logs older than best_epoch
+        pc = self._phase_cfg(phase)
+        if lr is not None:  # the new rate is the phase's rate from now on: warm-up, config.json, the logs
+            pc = replace(pc, lr=lr)
+            self.cfg = replace(self.cfg, **{phase: pc})
+        abandoned = s.epoch - s.best_epoch
+        s.phase, s.epoch, s.epoch_step, s.epoch_sums = phase, s.best_epoch, 0, {}
+        s.global_step, s.bad_epochs, s.status = s.best_epoch * pc.steps_per_epoch, 0, "running"
+        s.history = [r for r in s.history if r["phase"] != phase or r["epoch"] <= s.best_epoch]
+        self._archive_metrics(phase, s.best_epoch)
+        self._setup_phase(phase)  # a fresh optimiser and scheduler at pc.lr
+        torch.set_rng_state(payload["torch_rng"])
+        log.info("resumed %s from its best epoch %d (val %.5g; %d later epochs dropped) at lr %.2g", phase,
+                 s.best_epoch, s.best_val, abandoned, pc.lr)
+
+    def _archive_metrics(self, phase: str, best_epoch: int) -> None:
+        """Keep the full log as metrics.before-best-N.jsonl; metrics.jsonl loses the phase's rows after its best."""
+        path = self.out / "metrics.jsonl"
+        if not path.is_file():
+            return
+        n = 1
+        while (self.out / f"metrics.before-best-{n}.jsonl").exists():
+            n += 1
+        shutil.copyfile(path, self.out / f"metrics.before-best-{n}.jsonl")
+        kept = [line for line in path.read_text().splitlines(keepends=True) if not _after(line, phase, best_epoch)]
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(kept))
+        tmp.replace(path)
+
     def _save_best(self) -> None:
+        self.state.best_epoch = self.state.epoch
         if self.state.phase == "encoder":
             self.best_encoder = {k: v.clone() for k, v in self.model.encoder.state_dict().items()}
+            self.best_decoder = {k: v.clone() for k, v in self.decoder.state_dict().items()}
             return
         save_model(self.model, self.out / "best.pt", metadata=self._metadata())
 
@@ -218,16 +293,27 @@ class Trainer:
                 "planner": dict(self.cfg.planner)}
 
     # Main loop -------------------------------------------------------------------
-    def run(self, resume: bool = False) -> State:
+    def run(self, resume: bool | str = False, lr: float | None = None) -> State:
+        """resume: False (start fresh), True or "latest" (exact resume from
+        latest.pt; fresh if there is none), or "best" (the current phase from
+        its best epoch, at learning rate `lr` if given; see the module doc)."""
+        mode = "latest" if resume is True else resume or None
+        if mode not in (None, "latest", "best"):
+            raise ValueError(f"resume={resume!r}: expected False, True, 'latest' or 'best'")
+        if lr is not None and (mode != "best" or not lr > 0):
+            raise ResumeError(f"lr={lr}: a new learning rate needs resume='best' and must be > 0 (resuming from "
+                             "latest stays an exact resume)")
         self.out.mkdir(parents=True, exist_ok=True)
-        if resume and (self.out / "latest.pt").is_file():
+        if mode == "best":
+            self._load_best(lr)
+        elif mode == "latest" and (self.out / "latest.pt").is_file():
             self._load_latest()
         else:
-            if resume:
+            if mode:
                 log.warning("no %s to resume; starting fresh", self.out / "latest.pt")
             (self.out / "metrics.jsonl").unlink(missing_ok=True)
             self._setup_phase("encoder")
-            self.best_encoder = None
+            self.best_encoder = self.best_decoder = None
         (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
         old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -312,7 +398,8 @@ class Trainer:
         s.bad_epochs = 0 if improved else s.bad_epochs + 1
         row = {"phase": phase, "epoch": s.epoch, "time": time.time(), "epoch_seconds": round(seconds, 3),
                "lr": self.opt.param_groups[0]["lr"], **{f"train_{k}": v for k, v in train.items()},
-               **{f"val_{k}": v for k, v in val.items()}, "best_val": s.best_val}
+               **{f"val_{k}": v for k, v in val.items()}, "best_val": s.best_val,
+               "loss_weights": {split: self._loss_weights(phase) for split in ("train", "val")}}
         s.history.append(row)
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -345,7 +432,7 @@ class Trainer:
         if self.best_encoder is not None:
             self.model.encoder.load_state_dict(self.best_encoder)
         s.phase, s.epoch, s.epoch_step, s.global_step = "predictor", 0, 0, 0
-        s.best_val, s.bad_epochs, s.epoch_sums, s.status = math.inf, 0, {}, "running"
+        s.best_val, s.best_epoch, s.bad_epochs, s.epoch_sums, s.status = math.inf, 0, 0, {}, "running"
         self._setup_phase("predictor")
         self._save_latest()
 
@@ -357,3 +444,12 @@ class Trainer:
         else:
             log.error("no predictor epoch finished; no model written")
         self._save_latest()
+
+
+def _after(line: str, phase: str, epoch: int) -> bool:
+    """Whether a metrics line is a row of `phase` after `epoch`, or not a whole row (a write cut short)."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return True
+    return not line.endswith("\n") or (row.get("phase") == phase and int(row.get("epoch", 0)) > epoch)

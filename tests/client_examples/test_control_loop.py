@@ -249,3 +249,32 @@ def test_an_unreachable_server_is_retried_a_bounded_number_of_times() -> None:
         with pytest.raises(ControlLoopError, match="giving up after 2 retries: cannot reach"):
             loop.run()
         assert loop.report.retries == 2 and loop.report.errors["connection"] == 3
+
+
+def test_the_stateless_loop_applies_exactly_what_the_session_loop_applies(client: SpyClient) -> None:
+    """The same seeds give the same plans whether the warm start lives in a session or a token."""
+    by_session, by_token = FakeRobot(), FakeRobot()
+    make_loop(client, FakeCamera(frame), by_session, model_steps=4).run()
+    session_replies = list(client.replies)
+    client.replies.clear()
+    report = make_loop(client, FakeCamera(frame), by_token, model_steps=4, stateless=True).run()
+    assert (report.plans, report.replans) == (1, 3) and report.mpc_state
+    assert all(r["session_id"] is None for r in client.replies[1:])  # replans carried the token
+    np.testing.assert_array_equal(np.stack(by_token.applied), np.stack(by_session.applied))
+    assert [r["actions"] for r in client.replies] == [r["actions"] for r in session_replies]
+
+
+def test_the_stateless_loop_resends_the_goal_to_a_server_that_lacks_it(model_path, server_url) -> None:
+    """A token made by one process, replanned on another: the second asks for the goal once."""
+    from tests.server.conftest import running_server, settings_for
+
+    with running_server(settings_for(model_path, replica_name="other")) as other, SpyClient(other) as there, \
+            SpyClient(server_url) as here:
+        first = make_loop(here, FakeCamera(frame), FakeRobot(), model_steps=1, stateless=True)
+        first.run()
+        there.wait_ready(timeout=60)
+        loop = make_loop(there, FakeCamera(frame), FakeRobot(), model_steps=3, stateless=True)
+        loop.report.mpc_state = first.report.mpc_state  # as if the first replica had died
+        report = loop.run()
+    assert report.plans == 0 and report.replans == 3 and report.served_by == {"other": 3}
+    assert not report.errors  # the client resent the goal by itself; the loop saw no error

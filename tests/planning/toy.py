@@ -38,3 +38,5 @@ class LinearToyModel(nn.Module):
         steps = torch.cumsum(actions @ self.M.T, dim=1)  # (B, H, D)
         z = z0.visual[:, 0, None, :] + steps
         return Latent(z[:, :, None, :], z.new_zeros(*z.shape[:2], 0))
+
+    differentiable_rollout = rollout  # out of place already: the gradient solver can use it

@@ -177,3 +177,22 @@ def test_delete_session(mp_client):
     with pytest.raises(PlanningError) as info:
         mp_client.delete_session(sid)
     assert info.value.status == 404
+
+
+@pytest.mark.parametrize("method", ["cem", "icem", "mppi", "gradient", "cem_gradient", "icem_gradient"])
+def test_a_request_chooses_its_solver(mp_client, method):
+    planner = {"method": method, "opt_steps": 4, "grad_iterations": 2, "grad_starts": 2}
+    before = mp_client.stats()["planner"]["by_method"].get(method, {"plans": 0})["plans"]
+    reply = mp_client.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, seed=0, planner=planner)
+    assert reply["method"] == method and reply["iterations"] >= 1 and np.isfinite(reply["loss"])
+    again = mp_client.replan(reply["session_id"], frame(3), PROPRIO, seed=1)
+    assert again["method"] == method  # the session keeps its solver
+    by_method = mp_client.stats()["planner"]["by_method"][method]
+    assert by_method["plans"] == before + 2 and by_method["mean_iterations"] >= 1
+    assert f'wm_plans_total{{method="{method}"' in mp_client.metrics()
+
+
+def test_an_unknown_solver_is_refused(mp_client):
+    with pytest.raises(PlanningError) as info:
+        mp_client.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, planner={"method": "random_shooting"})
+    assert (info.value.code, info.value.field) == ("request.invalid", "planner.method")

@@ -36,7 +36,10 @@ def weights(path):
 
 
 def test_a_short_run_writes_a_servable_model_and_per_component_metrics(dataset, tmp_path):
-    state = Trainer(config(dataset, tmp_path), progress=False).run()
+    from training.components import decompose_gap
+    from training.diagnose import split_phases
+
+    state = Trainer(config(dataset, tmp_path, alpha=0.5), progress=False).run()
     assert state.status == "max_epochs" and state.phase == "done"
     model = load_model(tmp_path / "model.pt")
     assert model.stats.provenance["split"] == "train"
@@ -45,6 +48,17 @@ def test_a_short_run_writes_a_servable_model_and_per_component_metrics(dataset, 
     assert {"train_recon", "train_latent_reg", "val_recon", "train_grad_norm", "lr"} <= set(rows[0])
     assert {"train_pred_visual", "train_pred_proprio", "val_pred_visual", "val_pred_proprio"} <= set(rows[2])
     assert (tmp_path / "best.pt").is_file() and (tmp_path / "latest.pt").is_file()
+
+    # The monitor splits a train/val gap with the logged weights: they must be the ones each total used.
+    for row in rows:
+        for split in ("train", "val"):
+            weights = row["loss_weights"][split]
+            assert sum(w * row[f"{split}_{k}"] for k, w in weights.items()) == pytest.approx(row[f"{split}_loss"],
+                                                                                            rel=1e-5)
+    assert rows[-1]["loss_weights"]["val"]["pred_proprio"] == 0.5
+    gap = decompose_gap(split_phases(rows)["predictor"])
+    assert gap.weights["train"].source == "logged" and gap.not_shared == {}  # the same loss on both splits
+    assert gap.same_loss_gap == pytest.approx(rows[-1]["val_loss"] - rows[-1]["train_loss"], rel=1e-6)
 
 
 @pytest.mark.parametrize("stop_at", [4, 9])  # mid encoder epoch 2; mid predictor epoch 2
@@ -135,3 +149,88 @@ def test_stats_cli_writes_the_train_split_statistics_the_importer_reads(dataset,
     expected = compute_stats(ds, split_episodes(ds.num_episodes, 0.1, 3), str(dataset))
     torch.testing.assert_close(stats.action_mean, expected.action_mean)
     assert stats.provenance["split"] == "train" and "seed=3" in stats.provenance["split_rule"]
+
+
+def scripted_val(trainer, curves):
+    """Validation losses by (phase, epoch) instead of measured ones: the best epoch is known in advance."""
+    trainer._validate = lambda phase, pc: {"loss": curves[phase][trainer.state.epoch]}
+
+
+def first_step_weights(trainer):
+    """The weights (model, decoder) at the first training step of this run, before it changes them."""
+    seen, real = {}, trainer._losses
+
+    def losses(phase, rows):
+        if not seen:
+            seen.update({f"model.{k}": v.clone() for k, v in trainer.model.state_dict().items()})
+            seen.update({f"decoder.{k}": v.clone() for k, v in trainer.decoder.state_dict().items()})
+            seen["phase"], seen["epoch"] = phase, trainer.state.epoch
+        return real(phase, rows)
+
+    trainer._losses = losses
+    return seen
+
+
+def test_resume_from_best_rolls_the_predictor_back_to_its_best_epoch_at_a_new_lr(dataset, tmp_path):
+    cfg = config(dataset, tmp_path, encoder=replace(PHASE, epochs=1), predictor=replace(PHASE, epochs=4))
+    first = Trainer(cfg, progress=False)
+    scripted_val(first, {"encoder": [0.1], "predictor": [0.1, 0.05, 0.07, 0.09]})  # best: predictor epoch 2
+    assert first.run().status == "max_epochs"
+    best = weights(tmp_path / "best.pt")
+    log_before = (tmp_path / "metrics.jsonl").read_text()
+
+    again = Trainer(cfg, progress=False)
+    scripted_val(again, {"predictor": [None, None, 0.04, 0.03]})
+    start = first_step_weights(again)
+    state = again.run(resume="best", lr=1e-4)
+    assert (start["phase"], start["epoch"]) == ("predictor", 2)
+    for k, v in best.items():
+        torch.testing.assert_close(start[f"model.{k}"], v, rtol=0, atol=0, msg=k)
+    assert state.status == "max_epochs" and state.best_val == 0.03 and state.best_epoch == 4
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["phase"], r["epoch"]) for r in rows] == [("encoder", 1)] + [("predictor", e) for e in range(1, 5)]
+    assert [r["lr"] for r in rows[3:]] == [1e-4, 1e-4] and [r["val_loss"] for r in rows[3:]] == [0.04, 0.03]
+    assert (tmp_path / "metrics.before-best-1.jsonl").read_text() == log_before  # the abandoned epochs kept
+    assert json.loads((tmp_path / "config.json").read_text())["predictor"]["lr"] == 1e-4
+    assert load_model(tmp_path / "model.pt").metadata["predictor_epoch"] == 4
+
+
+def test_resume_from_best_in_the_encoder_phase_restores_encoder_and_decoder(dataset, tmp_path):
+    cfg = config(dataset, tmp_path, encoder=replace(PHASE, epochs=3), predictor=replace(PHASE, epochs=1))
+    first = Trainer(cfg, progress=False)
+    scripted_val(first, {"encoder": [0.1, 0.05, 0.08], "predictor": [0.1]})
+    steps = []
+
+    def stop_in_epoch_3(trainer):
+        steps.append(1)
+        if len(steps) == 7:  # 3 steps per epoch: the first step of encoder epoch 3
+            os.kill(os.getpid(), signal.SIGINT)
+
+    first.on_step = stop_in_epoch_3
+    assert first.run().status == "interrupted"
+    saved = torch.load(tmp_path / "latest.pt", weights_only=True)
+    assert saved["state"]["best_epoch"] == 2
+
+    again = Trainer(cfg, progress=False)
+    scripted_val(again, {"encoder": [None, None, 0.09], "predictor": [0.1]})
+    start = first_step_weights(again)
+    again.run(resume="best")
+    assert (start["phase"], start["epoch"]) == ("encoder", 2)
+    for k, v in saved["best_encoder"].items():
+        torch.testing.assert_close(start[f"model.encoder.{k}"], v, rtol=0, atol=0, msg=k)
+    for k, v in saved["best_decoder"].items():
+        torch.testing.assert_close(start[f"decoder.{k}"], v, rtol=0, atol=0, msg=k)
+
+
+def test_resume_errors_are_clear(dataset, tmp_path, capsys):
+    from training.__main__ import main
+    from training.trainer import ResumeError
+
+    trainer = Trainer(config(dataset, tmp_path), progress=False)
+    with pytest.raises(ResumeError, match="latest.pt"):
+        trainer.run(resume="best")
+    with pytest.raises(ResumeError, match="lr=0.001"):
+        trainer.run(resume="latest", lr=1e-3)
+    (tmp_path / "c.json").write_text(json.dumps({"dataset": str(dataset), "out": str(tmp_path)}))
+    assert main(["--config", str(tmp_path / "c.json"), "--lr", "1e-4"]) == 2
+    assert "--lr 0.0001 needs --resume best" in capsys.readouterr().err

@@ -146,7 +146,7 @@ class PlanningClient:
 
     def replan(
         self,
-        session_id: str,
+        session_id: str | None,
         obs: Frame,
         proprio: Sequence[float] | np.ndarray | None = None,
         executed_steps: int = 1,
@@ -154,17 +154,37 @@ class PlanningClient:
         seed: int | None = None,
         deadline_ms: float | None = None,
         color_order: str = "rgb",
+        mpc_state: str | None = None,
+        goal: Frame | None = None,
+        goal_proprio: Sequence[float] | np.ndarray | None = None,
+        always_send_goal: bool = False,
     ) -> dict[str, Any]:
-        """Plan from a new frame after executing ``executed_steps`` model steps."""
-        body: dict[str, Any] = {
-            "session_id": session_id,
-            "obs": self.encode_image(obs, color_order),
-            "executed_steps": executed_steps,
-        }
+        """Plan from a new frame after executing ``executed_steps`` model steps.
+
+        Either ``session_id`` (the server's session), or ``mpc_state`` (the last
+        reply's token: stateless, any replica can serve it). With a token, pass
+        the episode's ``goal`` (and ``goal_proprio``) too: it is sent only when
+        the server asks for it (409 ``mpc_state.goal_unknown``, a replica that
+        has not seen the goal), or with every request if ``always_send_goal``.
+        """
+        body: dict[str, Any] = {"obs": self.encode_image(obs, color_order), "executed_steps": executed_steps}
+        _put(body, "session_id", session_id)
+        _put(body, "mpc_state", mpc_state)
         _put(body, "proprio", _floats(proprio))
         _put(body, "seed", seed)
         _put(body, "deadline_ms", deadline_ms)
-        return dict(self._request("POST", "/replan", body))
+        with_goal = dict(body)
+        if mpc_state is not None and goal is not None:
+            with_goal["goal"] = self.encode_image(goal, color_order)
+            _put(with_goal, "goal_proprio", _floats(goal_proprio))
+            if always_send_goal:
+                body = with_goal
+        try:
+            return dict(self._request("POST", "/replan", body))
+        except PlanningError as exc:
+            if exc.code != "mpc_state.goal_unknown" or body is with_goal or "goal" not in with_goal:
+                raise
+            return dict(self._request("POST", "/replan", with_goal))
 
     def delete_session(self, session_id: str) -> None:
         self._request("DELETE", f"/sessions/{session_id}")

@@ -71,6 +71,8 @@ ERROR_POLICIES: dict[str, tuple[Policy, str]] = {
     "server.shutting_down": (Policy.RETRY, "the server is restarting; retrying (a new session if it lost ours)"),
     "plan.deadline_passed": (Policy.SKIP_FRAME, "deadline_ms passed in the server's queue; raise it or add servers"),
     "request.timeout": (Policy.RETRY, "the request did not reach the server in time (slow network?)"),
+    "mpc_state.goal_unknown": (Policy.RETRY, "this replica lacks the goal: the client resends it with the replan"),
+    "mpc_state.": (Policy.NEW_SESSION, "the token cannot be used here (another model, expired, corrupt): /plan anew"),
     "plan.loss_non_finite": (Policy.FATAL, "proprio far outside the training range, or planner.alpha too large"),
     "internal.error": (Policy.RETRY, "the server logged an incident id; report it if this persists"),
     "plan.non_finite": (Policy.RETRY, "the model produced NaN actions for this input"),
@@ -141,6 +143,9 @@ class LoopConfig:
         seed: seed of the first plan (incremented per request), None for the server's.
         planner: CEM overrides sent with /plan.
         deadline_ms: per-request planning time budget, or None.
+        stateless: replan with the last reply's ``mpc_state`` token instead of a
+            server session, so any replica of a fleet can serve each step and a
+            replica's death costs one retried request (same token), never a step.
     """
 
     model_steps: int = 20
@@ -152,6 +157,7 @@ class LoopConfig:
     seed: int | None = 0
     planner: Mapping[str, Any] | None = None
     deadline_ms: float | None = None
+    stateless: bool = False
 
     def __post_init__(self) -> None:
         for name in ("model_steps", "execute"):
@@ -174,6 +180,8 @@ class LoopReport:
     errors: Counter = field(default_factory=Counter)  # server code -> count
     plan_ms: list[float] = field(default_factory=list)
     session_id: str | None = None
+    mpc_state: str | None = None  # the last reply's token (stateless mode replans with it)
+    served_by: Counter = field(default_factory=Counter)  # replica -> replies
     done: bool = False  # ``until()`` became true
 
 
@@ -240,7 +248,10 @@ class ControlLoop:
         return report
 
     def close(self) -> None:
-        """End the server session (the client stays open: the caller owns it)."""
+        """End the server session (the client stays open: the caller owns it). In
+        stateless mode the session may live on another replica: it expires there."""
+        if self.config.stateless:
+            self.report.session_id = None
         if self.report.session_id is not None:
             try:
                 self.client.delete_session(self.report.session_id)
@@ -265,16 +276,25 @@ class ControlLoop:
     def _plan_or_replan(self, frame: np.ndarray, since_reply: int) -> dict[str, Any] | None:
         proprio = self.robot.proprio()
         sid = self.report.session_id
+        token = self.report.mpc_state if self.config.stateless else None
         try:
-            if sid is None:
+            if (token is None) if self.config.stateless else (sid is None):
                 return self._plan(frame, proprio)
             self._seed = None if self._seed is None else self._seed + 1
             t0 = time.perf_counter()
-            reply = self._request(lambda: self.client.replan(
-                sid, frame, proprio, executed_steps=since_reply, seed=self._seed,
-                deadline_ms=self.config.deadline_ms))
+            if token is not None:  # any replica; the client resends the goal if one asks for it
+                call = lambda: self.client.replan(  # noqa: E731
+                    None, frame, proprio, executed_steps=since_reply, seed=self._seed,
+                    deadline_ms=self.config.deadline_ms, mpc_state=token, goal=self.goal,
+                    goal_proprio=self.goal_proprio)
+            else:
+                call = lambda: self.client.replan(  # noqa: E731
+                    sid, frame, proprio, executed_steps=since_reply, seed=self._seed,
+                    deadline_ms=self.config.deadline_ms)
+            reply = self._request(call)
             self.report.plan_ms.append(1000 * (time.perf_counter() - t0))
             self.report.replans += 1
+            self._record(reply)
             return reply
         except PlanningError as exc:
             policy, hint = policy_for(exc)
@@ -283,6 +303,7 @@ class ControlLoop:
                 if exc.code != "session.not_found":
                     self.close()  # the old session still exists on the server: end it
                 self.report.session_id = None
+                self.report.mpc_state = None
                 try:
                     return self._plan(frame, proprio)
                 except PlanningError as again:
@@ -305,7 +326,12 @@ class ControlLoop:
         self.report.plan_ms.append(1000 * (time.perf_counter() - t0))
         self.report.plans += 1
         self.report.session_id = reply["session_id"]
+        self._record(reply)
         return reply
+
+    def _record(self, reply: dict[str, Any]) -> None:
+        self.report.mpc_state = reply.get("mpc_state")
+        self.report.served_by[str(reply.get("served_by"))] += 1
 
     def _request(self, call: Callable[[], Any]) -> Any:
         """``call()`` with bounded retries on RETRY errors and connection failures."""

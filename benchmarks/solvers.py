@@ -1,0 +1,256 @@
+"""Success per compute: every solver in closed loop on the wall task, at several budgets.
+
+    python -m benchmarks.solvers [--goals near far] [--episodes 20] [--cells cem_paper icem_100x15 ...]
+                                 [--out FILE.jsonl] [--quick] [--plot PNG] [--table] --from FILE.jsonl ...
+    python -m benchmarks.solvers --study std [--problems 16]   # biased vs unbiased elite std, 30 iterations
+
+Each cell is a planner config (a method and a budget) run through the real
+planner (`planning.plan`, in-process, one torch thread) on the shipped wall
+model (models/default/wall.pt) in the same closed loop as
+`client_examples.closed_loop`: plan, execute one model step, replan warm
+(iCEM also carries its kept elites), until success or the step budget.
+Reported per cell: success rate, mean model steps, plan latency p50/p95,
+mean iterations, stop reasons, and analytic GFLOPs per plan: forward
+rollouts x `rollout_flops(..., "ours")`, plus backward-pass rollouts
+(gradient solvers, out-of-place rollout, "before") x 3 (forward + a backward
+of about twice its cost), plus one encoder pass for the observation.
+
+Every cell line is appended to --out as soon as it is done (a long run
+leaves what it measured). --quick: 1 episode, tiny budgets, for the test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.common import ROOT, find_default_model, machine, set_threads
+from benchmarks.flops import encoder_flops, rollout_flops
+from client_examples.closed_loop import BUDGETS, make_tasks, run_episode
+from envs import WallEnv
+from models import WorldModel, load_model
+from planning import CEMConfig, MPCSession, PlanResult, plan
+
+# name -> overrides of the model's paper-settings config (horizon 5, the model's objective and alpha).
+CELLS: dict[str, dict[str, Any]] = {
+    "cem_paper": {},  # 300 samples x 30 iterations, top 30: the reference
+    "cem_paper_es": {"min_improvement": 0.02, "patience": 3},
+    "cem_paper_unbiased": {"elite_std": "unbiased"},
+    "cem_100x15": {"num_samples": 100, "topk": 10, "opt_steps": 15, "min_iterations": 4, "patience": 3},
+    "cem_50x10": {"num_samples": 50, "topk": 5, "opt_steps": 10, "min_iterations": 4, "patience": 3},
+    "icem_100x15": {"method": "icem", "num_samples": 100, "topk": 10, "opt_steps": 15, "min_iterations": 4,
+                    "patience": 3},
+    "icem_50x10": {"method": "icem", "num_samples": 50, "topk": 5, "opt_steps": 10, "min_iterations": 4,
+                   "patience": 3},
+    "icem_30x6": {"method": "icem", "num_samples": 30, "topk": 5, "opt_steps": 6, "min_iterations": 3,
+                  "patience": 2},
+    "mppi_100x15": {"method": "mppi", "num_samples": 100, "opt_steps": 15, "min_iterations": 4, "patience": 3},
+    "gradient_4x15": {"method": "gradient", "grad_starts": 4, "opt_steps": 15, "min_iterations": 4, "patience": 3},
+    "icem_gradient_50x10": {"method": "icem_gradient", "num_samples": 50, "topk": 5, "opt_steps": 10,
+                            "grad_iterations": 3, "grad_starts": 1, "min_iterations": 4, "patience": 3},
+}
+QUICK = {"num_samples": 8, "topk": 2, "opt_steps": 2, "min_iterations": 2, "grad_iterations": 1, "grad_starts": 1}
+
+
+def gflops(model: WorldModel, cfg: CEMConfig, res: PlanResult) -> float:
+    c = model.config
+    fwd = rollout_flops(c, cfg.horizon, "ours").total
+    grad = 3 * rollout_flops(c, cfg.horizon, "before").total
+    return (res.rollouts * fwd + res.grad_rollouts * grad + encoder_flops(c)) / 1e9
+
+
+class MeasuredPlanner:
+    """`client_examples.closed_loop.Planner` in-process, recording every plan's cost."""
+
+    def __init__(self, model: WorldModel, cfg: CEMConfig, seed: int) -> None:
+        self.model, self.cfg, self.seed = model, cfg, seed
+        self.frameskip = model.config.frameskip
+        self.session: MPCSession | None = None
+        self.records: list[dict[str, float]] = []
+
+    def _encode(self, frame: np.ndarray, proprio: np.ndarray):  # noqa: ANN202 - Latent
+        return self.model.encode_observation(torch.from_numpy(frame[None]),
+                                             torch.from_numpy(proprio[None].astype(np.float32)))
+
+    def _plan(self, frame: np.ndarray, proprio: np.ndarray, executed: int | None) -> np.ndarray:
+        assert self.session is not None
+        self.seed += 1
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            z = self._encode(frame, proprio)
+            warm = None if executed is None else self.session.init_mean(executed)
+            elites = None if executed is None else self.session.init_elites(executed)
+            (res,) = plan(self.model, z, self.session.goal, self.cfg, init_mean=warm, seeds=[self.seed],
+                          init_elites=elites)
+        ms = 1000 * (time.perf_counter() - t0)
+        self.session.record(res)
+        self.records.append({"ms": ms, "gflops": gflops(self.model, self.cfg, res), "iterations": res.iterations,
+                             "stop": res.stop_reason})
+        return self.model.codec.to_env(res.actions).cpu().numpy()
+
+    def plan(self, obs: np.ndarray, proprio: np.ndarray, goal: np.ndarray, goal_proprio: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            self.session = MPCSession(goal=self._encode(goal, goal_proprio), config=self.cfg)
+        return self._plan(obs, proprio, None)
+
+    def replan(self, obs: np.ndarray, proprio: np.ndarray, executed_steps: int) -> np.ndarray:
+        return self._plan(obs, proprio, executed_steps)
+
+
+def run_cell(model: WorldModel, name: str, cfg: CEMConfig, goals: str, episodes: int, seed: int) -> dict[str, Any]:
+    env = WallEnv()
+    planner = MeasuredPlanner(model, cfg, seed)
+    t0 = time.perf_counter()
+    outcomes = [run_episode(env, planner, start, goal, BUDGETS[goals])
+                for start, goal in make_tasks(goals, episodes, seed, env, model.config.frameskip)]
+    rec = planner.records
+    ms = [r["ms"] for r in rec]
+    stops: dict[str, int] = {}
+    for r in rec:
+        stops[str(r["stop"])] = stops.get(str(r["stop"]), 0) + 1
+    return {
+        "cell": name, "method": cfg.method, "goals": goals, "episodes": episodes, "seed": seed,
+        "num_samples": cfg.num_samples, "opt_steps": cfg.opt_steps,
+        "success_rate": sum(o.success for o in outcomes) / len(outcomes),
+        "successes": sum(o.success for o in outcomes),
+        "mean_steps": statistics.fmean(o.steps for o in outcomes),
+        "plans": len(rec), "gflops_per_plan": statistics.fmean(r["gflops"] for r in rec),
+        "mean_iterations": statistics.fmean(r["iterations"] for r in rec),
+        "plan_ms_p50": float(np.percentile(ms, 50)), "plan_ms_p95": float(np.percentile(ms, 95)),
+        "stop_reasons": stops, "wall_s": round(time.perf_counter() - t0, 1),
+        "load_average_1m": machine()["load_average_1m"],
+        "config": {k: v for k, v in cfg.to_dict().items() if k in CELLS.get(name, {}) or k in ("objective", "alpha")},
+    }
+
+
+def std_study(model: WorldModel, problems: int, seed: int) -> dict[str, Any]:
+    """Open loop, paper settings (30 iterations, no early stop), the same problems and seeds
+    with the biased (ours) and unbiased (DINO-WM) elite std: paired final objectives."""
+    from benchmarks.common import wall_problem
+
+    prob = wall_problem(model, problems, seed)
+    base = replace(CEMConfig.for_model(model, "cuda"), min_improvement=0.0)
+    seeds = [seed * 1000 + i for i in range(problems)]
+    out: dict[str, list[float]] = {}
+    for name, cfg in (("biased_floor", base), ("unbiased_floor", replace(base, elite_std="unbiased")),
+                      ("unbiased_nofloor", replace(base, elite_std="unbiased", min_std=0.0))):
+        res = plan(model, prob.z_obs, prob.z_goal, cfg, seeds=seeds)
+        out[name] = [r.loss for r in res]
+    ref = np.asarray(out["biased_floor"])
+    summary: dict[str, Any] = {"study": "elite_std", "problems": problems, "iterations": base.opt_steps,
+                               "load_average_1m": machine()["load_average_1m"]}
+    for name, losses in out.items():
+        d = np.asarray(losses) - ref
+        summary[name] = {"mean_final_objective": float(np.mean(losses)),
+                         "mean_diff_vs_biased": float(d.mean()),
+                         "diff_95ci": float(1.96 * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None,
+                         "wins_vs_biased": int((d < 0).sum())}
+    return summary
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """A markdown table of closed-loop cells, cheapest first within each goal set."""
+    out = ["| goals | cell | success | GFLOPs/plan | x fewer than cem_paper | mean iterations | plan p50 / p95 (ms) "
+           "| stops | load |", "|---|---|---|---|---|---|---|---|---|"]
+    for goals in ("near", "far"):
+        cells = sorted((r for r in rows if r.get("goals") == goals), key=lambda r: r["gflops_per_plan"])
+        ref = next((r["gflops_per_plan"] for r in cells if r["cell"] == "cem_paper"), None)
+        for r in cells:
+            ratio = f"{ref / r['gflops_per_plan']:.1f}" if ref else "-"
+            stops = ", ".join(f"{k} {v}" for k, v in sorted(r["stop_reasons"].items()))
+            out.append(f"| {goals} | `{r['cell']}` | {100 * r['success_rate']:.0f}% ({r['successes']}/{r['episodes']}) "
+                       f"| {r['gflops_per_plan']:.2f} | {ratio} | {r['mean_iterations']:.1f} "
+                       f"| {r['plan_ms_p50']:.0f} / {r['plan_ms_p95']:.0f} | {stops} | {r['load_average_1m']} |")
+    return "\n".join(out)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, goals in zip(axes, ("near", "far")):
+        for r in (r for r in rows if r.get("goals") == goals):
+            ax.scatter(r["gflops_per_plan"], 100 * r["success_rate"], s=30)
+            ax.annotate(r["cell"], (r["gflops_per_plan"], 100 * r["success_rate"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("GFLOPs per plan (analytic)")
+        ax.set_title(f"wall, {goals} goals (closed loop)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("success rate (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.solvers", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="artifact (default: the shipped wall model)")
+    ap.add_argument("--goals", nargs="+", choices=sorted(BUDGETS), default=["near"])
+    ap.add_argument("--cells", nargs="+", choices=sorted(CELLS), default=sorted(CELLS))
+    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, help="append one JSON line per cell")
+    ap.add_argument("--quick", action="store_true", help="1 episode, tiny budgets: checks the code path only")
+    ap.add_argument("--study", choices=["std"], help="the elite-std study instead of closed loop")
+    ap.add_argument("--problems", type=int, default=16)
+    ap.add_argument("--plot", type=Path, help="write the success-vs-GFLOP plot from --from files and exit")
+    ap.add_argument("--table", action="store_true", help="print a markdown table from --from files and exit")
+    ap.add_argument("--from", dest="sources", nargs="*", type=Path, default=[])
+    args = ap.parse_args(argv)
+    if args.plot or args.table:
+        rows = [json.loads(line) for p in args.sources for line in p.read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if "cell" in r]
+        if args.plot:
+            plot(rows, args.plot)
+        if args.table:
+            print(table(rows))
+        return 0
+    set_threads(args.threads)
+    path = find_default_model(args.model)
+    if path is None:
+        print("no wall model found (models/default/wall.pt); train one with scripts/train_default.sh",
+              file=sys.stderr)
+        return 1
+    model = load_model(path, device="cpu")
+    print(json.dumps({"machine": machine(), "model": str(path.relative_to(ROOT) if path.is_relative_to(ROOT)
+                                                         else path)}), flush=True)
+    if args.study == "std":
+        rows = [std_study(model, 2 if args.quick else args.problems, args.seed)]
+    else:
+        base = CEMConfig.for_model(model, "cuda")  # paper settings + the model's objective and alpha
+        rows = []
+        for goals in args.goals:
+            for name in args.cells:
+                cfg = replace(base, **CELLS[name])
+                if args.quick:
+                    cfg = replace(cfg, **{k: v for k, v in QUICK.items() if k != "topk" or cfg.topk > v})
+                rows.append(run_cell(model, name, cfg, goals, 1 if args.quick else args.episodes, args.seed))
+                line = json.dumps(rows[-1])
+                print(line, flush=True)
+                if args.out:
+                    with args.out.open("a") as f:
+                        f.write(line + "\n")
+    if args.study:
+        print(json.dumps(rows[0]), flush=True)
+        if args.out:
+            with args.out.open("a") as f:
+                f.write(json.dumps(rows[0]) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
