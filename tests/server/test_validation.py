@@ -272,4 +272,5 @@ def test_server_stays_healthy_and_counts_the_errors(server_url):
     assert after["image.non_finite"] - before.get("image.non_finite", 0) == 3
     assert after["request.malformed"] - before.get("request.malformed", 0) == 1
     assert stats["errors"]["POST /plan"]["image.non_finite"] >= 3
-    assert "internal.error" not in after
+    # The shared server may already count the 500 that test_hygiene provokes on purpose.
+    assert after.get("internal.error", 0) == before.get("internal.error", 0)

@@ -4,8 +4,10 @@ This is what a simulator's Python (Isaac Sim's ``./python.sh``) gets: the
 package and its four dependencies, nothing of the server. The venv is built
 with ``python -m venv`` and pip (pip's cache and the configured index; about
 half a minute); the server is ``python -m server`` started with the
-project's interpreter on 127.0.0.1; a script run by the venv's interpreter
-plans, replans and runs the control loop. ``CLIENT_TEST_PYTHON=/path/to/python3.10``
+project's interpreter on 127.0.0.1, twice (two replicas sharing a token
+secret); a script run by the venv's interpreter plans, replans by session
+and by ``mpc_state`` token across the two (the second asks for the goal and
+the client resends it) and runs the control loop. ``CLIENT_TEST_PYTHON=/path/to/python3.10``
 builds the venv from another interpreter (the default: the one running the
 tests; Isaac Sim 4.x ships 3.10). Marked ``pip_install``
 (``pytest -m "not pip_install"`` leaves it out); it skips, with pip's words,
@@ -37,17 +39,18 @@ ROOT = Path(__file__).resolve().parents[2]
 # What must not come with the client: torch and the server's stack, and the project itself.
 ABSENT = ["torch", "fastapi", "uvicorn", "starlette", "pydantic", "models", "planning", "server", "client_examples"]
 
-# Run by the torch-free venv's interpreter: argv = url, planner JSON, image size. Prints one JSON line.
+# Run by the torch-free venv's interpreter: argv = url, other replica's url, planner JSON, image size,
+# modules that must be absent. Prints one JSON line.
 SCRIPT = textwrap.dedent('''
     import importlib.util, json, sys
     import numpy as np
     import wm_client
     from wm_client import ControlLoop, LoopConfig, PlanningClient, PlanningError
 
-    url, planner, size = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+    url, other, planner, size = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
     frame = lambda seed: np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
     out = {"wm_client": wm_client.__file__, "python": sys.version.split()[0],
-           "present": [m for m in sys.argv[4].split(",") if importlib.util.find_spec(m) is not None]}
+           "present": [m for m in sys.argv[5].split(",") if importlib.util.find_spec(m) is not None]}
     with PlanningClient(url) as client:
         client.wait_ready(timeout=60)
         first = client.plan(frame(1), frame(99), proprio=[1.0, -2.0], goal_proprio=[4.0, 0.5], seed=7,
@@ -61,6 +64,16 @@ SCRIPT = textwrap.dedent('''
         with PlanningClient(url, use_msgpack=False) as json_client:
             out["json_actions"] = json_client.plan(frame(1), frame(99), proprio=[1.0, -2.0],
                                                    goal_proprio=[4.0, 0.5], seed=7, planner=planner)["actions"]
+
+        # Stateless: the token alone carries the warm start; each step may land on either replica.
+        goal = dict(goal=frame(99), goal_proprio=[4.0, 0.5])
+        with PlanningClient(other) as replica_b:
+            hop = [client.plan(frame(20), goal["goal"], proprio=[1.0, -2.0], goal_proprio=[4.0, 0.5], seed=3,
+                               planner=planner)]
+            for step, (c, seed) in enumerate([(replica_b, 4), (client, 5), (replica_b, 6)]):
+                hop.append(c.replan(None, frame(21 + step), proprio=[1.0, -2.0], mpc_state=hop[-1]["mpc_state"],
+                                    seed=seed, **goal))
+        out["stateless"] = [[r["served_by"], r["warm_start"]] for r in hop]
 
         class Camera:
             def __init__(self):
@@ -79,14 +92,15 @@ SCRIPT = textwrap.dedent('''
 
         robot = Robot()
         loop = ControlLoop(client, Camera(), robot, step=lambda: None, goal_frame=frame(99),
-                           goal_proprio=[4.0, 0.5], config=LoopConfig(model_steps=3, planner=planner))
+                           goal_proprio=[4.0, 0.5], config=LoopConfig(model_steps=3, planner=planner,
+                                                                      stateless=True))
         report = loop.run()
         loop.close()
     out.update(plan_actions=first["actions"], horizon=first["horizon"], frameskip=first["frameskip"], warm=[first["warm_start"],
                second["warm_start"]], replan_shape=np.asarray(second["actions"]).shape,
                loop=dict(model_steps=report.model_steps, plans=report.plans, replans=report.replans,
                          env_actions=report.env_actions, applied=robot.applied, empty=report.empty_frames,
-                         errors=dict(report.errors)))
+                         errors=dict(report.errors), served_by=dict(report.served_by)))
     print(json.dumps(out))
 ''')
 
@@ -133,39 +147,49 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``python -m server`` with the project's interpreter (torch) on 127.0.0.1."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("server-log") / "server.log"
+def servers(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Two ``python -m server`` processes (replicas "a" and "b", one token secret) with the
+    project's interpreter (torch) on 127.0.0.1: name -> URL."""
+    logs = tmp_path_factory.mktemp("server-logs")
     env = {**_env(), "PYTHONPATH": str(ROOT)}
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "--model", str(model_path), "--port", str(port),
-             "--torch-threads", "1", "--device", "cpu"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    procs, urls = {}, {}
+    for name in ("a", "b"):
+        port = _free_port()
+        with (logs / f"{name}.log").open("w") as out:
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "server", "--model", str(model_path), "--port", str(port),
+                 "--torch-threads", "1", "--device", "cpu", "--replica-name", name,
+                 "--token-secret", "torch-free-test"],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        urls[name] = f"http://127.0.0.1:{port}"
     try:
-        with PlanningClient(url) as client:
-            try:
-                client.wait_ready(timeout=120)
-            except TimeoutError as exc:
-                pytest.fail(f"{exc}; server log:\n{log.read_text()[-3000:]}")
-        yield url
+        for name, url in urls.items():
+            with PlanningClient(url) as client:
+                try:
+                    client.wait_ready(timeout=120)
+                except TimeoutError as exc:
+                    pytest.fail(f"{exc}; server {name}'s log:\n{(logs / f'{name}.log').read_text()[-3000:]}")
+        yield urls
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
 
 
 def test_the_client_installs_without_torch_and_plans_against_a_real_server(
-        venv_python: Path, server: str, tmp_path: Path) -> None:
+        venv_python: Path, servers: dict[str, str], tmp_path: Path) -> None:
+    server = servers["a"]
+    with PlanningClient(servers["b"]) as b:
+        asked_before = b.stats()["errors_by_code"].get("mpc_state.goal_unknown", 0)
     script = tmp_path / "torch_free_client.py"
     script.write_text(SCRIPT)
     # cwd is a bare temporary directory: nothing of the checkout is importable from there.
-    result = _run([str(venv_python), str(script), server, json.dumps(FAST_PLANNER), str(IMAGE_SIZE),
+    result = _run([str(venv_python), str(script), server, servers["b"], json.dumps(FAST_PLANNER), str(IMAGE_SIZE),
                    ",".join(ABSENT)], 120, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
@@ -185,7 +209,12 @@ def test_the_client_installs_without_torch_and_plans_against_a_real_server(
                            planner=FAST_PLANNER)
     np.testing.assert_array_equal(np.asarray(here["actions"]), actions)
 
-    loop = out["loop"]
+    # Token replans alternate replicas and stay warm; b asked for the goal once, then held it.
+    assert out["stateless"] == [["a", False], ["b", True], ["a", True], ["b", True]]
+    with PlanningClient(servers["b"]) as b:
+        assert b.stats()["errors_by_code"].get("mpc_state.goal_unknown", 0) - asked_before == 1
+
+    loop = out["loop"]  # stateless mode, on replica a
     assert (loop["model_steps"], loop["plans"], loop["replans"]) == (3, 1, 2)
     assert loop["env_actions"] == loop["applied"] == 3 * out["frameskip"]
-    assert loop["empty"] == 1 and loop["errors"] == {}
+    assert loop["empty"] == 1 and loop["errors"] == {} and loop["served_by"] == {"a": 3}
