@@ -21,6 +21,7 @@ connection limit) do not apply; see docs/deployment.md.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -136,9 +137,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, logging_level=logging.WARNING)
     else:
         ray.init(address=settings.ray_address, include_dashboard=False, logging_level=logging.WARNING)
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # leave serve.run's blocking loop, then shut the cluster down below
+
+    signal.signal(signal.SIGTERM, stop)
     gpus = ray.cluster_resources().get("GPU", 0) > 0
-    serve.start(http_options={"host": settings.host, "port": settings.port})
-    serve.run(build(settings, gpus), name="planner", route_prefix="/", blocking=True)
+    try:
+        serve.start(http_options={"host": settings.host, "port": settings.port})
+        serve.run(build(settings, gpus), name="planner", route_prefix="/", blocking=True)
+    except KeyboardInterrupt:
+        log.info("stopping: replicas finish their requests, then the local cluster shuts down")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
     return 0
 
 

@@ -224,6 +224,7 @@ class ErrorBody(_Strict):
 class HealthResponse(_Strict):
     status: Literal["ok", "loading", "failed"]
     replica: str | None = Field(default=None, description="this process (the served_by of its plans)")
+    pid: int | None = Field(default=None, description="this process's id on its host")
     model: dict[str, Any] | None = None
     device: str | None = None
     eval_mode: bool | None = None

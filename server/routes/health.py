@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -21,12 +23,13 @@ router = APIRouter(tags=["operations"])
 async def health(request: Request, runtime: RuntimeDep) -> Response:
     engine = runtime.engine
     if engine is None:
-        body = HealthResponse(status=runtime.status, error=runtime.error, replica=runtime.replica)
+        body = HealthResponse(status=runtime.status, error=runtime.error, replica=runtime.replica, pid=os.getpid())
         return encode(body.model_dump(), response_wire(request), 503)
     eval_mode = engine.eval_mode()
     body = HealthResponse(
         status="ok" if eval_mode else "failed",
         replica=runtime.replica,
+        pid=os.getpid(),
         model=engine.describe(),
         device=str(engine.device),
         eval_mode=eval_mode,
