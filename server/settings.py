@@ -9,6 +9,7 @@ defaults take JSON or dotted flags: ``WM_PLANNER='{"num_samples": 100}'`` or
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Literal
@@ -170,10 +171,24 @@ class Settings(BaseSettings):
         }
 
     def resolved_threads(self, device_type: str) -> int | None:
-        """torch intra-op threads: the setting, else one per two cores on CPU, else torch's default."""
+        """torch intra-op threads: the setting, else one per two usable cores on CPU (measured: on 2 shared
+        cores, torch's default of 2 made a plan 11-15x slower than 1 thread; docs/benchmarks.md), else
+        torch's default on GPU."""
         if self.torch_threads is not None:
             return self.torch_threads
         if device_type != "cpu":
             return None
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return max(1, cores // 2)
+        return max(1, usable_cores() // 2)
+
+
+def usable_cores() -> int:
+    """Cores this process may use: its CPU affinity, lowered to a cgroup v2 CPU quota (a container's
+    --cpus) when one is set. torch's own default reads neither."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
