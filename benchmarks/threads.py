@@ -16,8 +16,9 @@ every barrier while another process holds a core. Then, for every setting:
    of them alike; median round trip and the server's `timing_ms.plan`.
 2. concurrent: `--concurrent` plan requests sent at once (one connection
    each, asyncio + httpx); wall time from the first send to the last answer,
-   p50/p95 round trip, errors. One setting after the other, in the rotated
-   order.
+   p50/p95 round trip, errors. One setting after the other; each server is
+   stopped after its burst, since a server keeps planning the requests of
+   clients that timed out, which would load the next setting's burst.
 
 Every request has a client timeout (`--request-timeout`); a request that
 exceeds it is counted as an error, so a collapsing setting bounds the run
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import socket
 import statistics
@@ -46,6 +48,8 @@ import numpy as np
 
 from benchmarks.common import ROOT, find_default_model, machine
 from client_examples.client import MSGPACK, PlanningClient, PlanningError
+
+log = logging.getLogger(__name__)
 
 # One core's worth of work per process: BLAS pinned to one thread, so each
 # burner is exactly one runnable thread competing with the server.
@@ -98,6 +102,8 @@ class Server:
             return c.wait_ready(timeout=timeout)
 
     def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
         self.proc.terminate()
         try:
             self.proc.wait(timeout=30)
@@ -232,6 +238,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         burners = None
         try:
             healths = [s.wait_ready(timeout=args.start_timeout) for s in servers]
+            log.info("%d servers ready (threads %s)", len(servers), result["threads"])
             m = healths[0]["model"]
             body = plan_body(int(m["image_size"]), int(m["proprio_dim"]), seed=args.seed,
                              planner=QUICK_PLANNER if args.quick else None)
@@ -243,13 +250,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(1.0)  # let the burners reach steady state
             result["uptime_load_before"] = [round(x, 2) for x in os.getloadavg()]
             result["single"] = single(servers, body, rounds, args.request_timeout)
+            log.info("single plans done: %s", {k: v["round_trip_p50_ms"] for k, v in result["single"].items()})
             result["concurrent"] = {}
             for s in servers:
-                result["concurrent"][_label(s.threads)] = concurrent(s, body, n_conc, args.request_timeout)
-            result["uptime_load_after"] = [round(x, 2) for x in os.getloadavg()]
-            for s in servers:
+                label = _label(s.threads)
                 with PlanningClient(s.url) as c:
-                    result["single"][_label(s.threads)]["server_torch_threads"] = _server_threads(c)
+                    result["single"][label]["server_torch_threads"] = _server_threads(c)
+                result["concurrent"][label] = concurrent(s, body, n_conc, args.request_timeout)
+                log.info("%d concurrent plans, threads %s: %.1f s", n_conc, label, result["concurrent"][label]["wall_s"])
+                # A server whose clients timed out keeps planning their requests (issue 11, item 3):
+                # stop it now, so that its leftover work does not load the next setting's phase.
+                s.stop()
+            result["uptime_load_after"] = [round(x, 2) for x in os.getloadavg()]
         finally:
             if burners is not None:
                 burners.stop()
@@ -282,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true",
                     help="tiny model, a few-ms planner, 1 load process, 2 rounds, 4 concurrent: checks the script")
     args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     result = run(args)
     if args.json:
         print(json.dumps(result))
