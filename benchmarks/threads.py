@@ -295,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="tiny model, a few-ms planner, 1 load process, 2 rounds, 4 concurrent: checks the script")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
     result = run(args)
     if args.json:
         print(json.dumps(result))
