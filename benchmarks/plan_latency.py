@@ -84,6 +84,7 @@ def measure_row(name: str, model: WorldModel, problems: list[Problem], cfg: CEMC
     t_plan, t_replan, t_full, t_naive = [], [], [], []
     its, reasons, loss, loss_full, loss_naive, flops_rate = [], [], [], [], [], []
     traces: dict[str, list] = {"ours": [], "naive": []}
+    same_plan: list[bool] = []
     for seed, prob in enumerate(problems):
         with torch.inference_mode():
             z, g = prob.z_obs, prob.z_goal
@@ -108,8 +109,11 @@ def measure_row(name: str, model: WorldModel, problems: list[Problem], cfg: CEMC
             t_naive.append(time.perf_counter() - t0)
             loss_naive.append(ref.loss)
             traces["naive"].append(ref.loss_trace)
-            # Same samples, no early stop: the same plan, up to float reassociation.
-            assert torch.allclose(full.actions, ref.actions, rtol=1e-3, atol=1e-3), "naive and ours disagree"
+            # Same samples, no early stop: the same plan, up to float reassociation. Recorded, not asserted:
+            # the two rollouts' losses differ by ~3e-6 (relative), enough to swap a near-tie at the top-k
+            # boundary, after which CEM follows another path (seen with the default model's recommended
+            # settings, objective "all" / alpha 10, on 1 of 5 tasks). tests/benchmarks asserts equality.
+            same_plan.append(bool(torch.allclose(full.actions, ref.actions, rtol=1e-3, atol=1e-3)))
     row: dict[str, Any] = {
         "name": name, "note": note, "model": model.config.name, "parameters": model.num_parameters(),
         "tokens_per_frame": model.config.tokens_per_frame, "token_dim": model.config.token_dim,
@@ -127,7 +131,8 @@ def measure_row(name: str, model: WorldModel, problems: list[Problem], cfg: CEMC
         ratios = [n / o for n, o in zip(t_naive, t_plan)]
         naive_mean = statistics.fmean(loss_naive)
         row.update({
-            "naive": percentiles_ms(t_naive), "speedup_vs_naive": round(statistics.median(ratios), 2),
+            "naive": percentiles_ms(t_naive), "naive_same_plan": same_plan,
+            "speedup_vs_naive": round(statistics.median(ratios), 2),
             "speedup_no_early_stop": round(statistics.median([n / f for n, f in zip(t_naive, t_full)]), 2),
             "equal_quality": statistics.fmean(loss) <= naive_mean * (1 + QUALITY_TOLERANCE) + 1e-9})
         row["final_objective"]["naive"] = naive_mean

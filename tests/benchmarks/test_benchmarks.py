@@ -68,6 +68,7 @@ def test_plan_latency_quick(capsys):
         assert row["plan"]["p50_ms"] > 0 and row["plan"]["p95_ms"] >= row["plan"]["p50_ms"]
         fo = row["final_objective"]
         assert fo["ours_no_early_stop"] == pytest.approx(fo["naive"], rel=1e-3)  # equal plans
+        assert all(row["naive_same_plan"])
     assert out["machine"]["torch_threads"] == 1
     # The closed-loop row times what a client sees: encode + plan per request, along real episodes.
     loop = out["closed_loop"]
