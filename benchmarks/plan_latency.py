@@ -111,8 +111,9 @@ def measure_row(name: str, model: WorldModel, problems: list[Problem], cfg: CEMC
             traces["naive"].append(ref.loss_trace)
             # Same samples, no early stop: the same plan, up to float reassociation. Recorded, not asserted:
             # the two rollouts' losses differ by ~3e-6 (relative), enough to swap a near-tie at the top-k
-            # boundary, after which CEM follows another path (seen with the default model's recommended
-            # settings, objective "all" / alpha 10, on 1 of 5 tasks). tests/benchmarks asserts equality.
+            # boundary, after which CEM follows another path (seen with the default model's paper settings
+            # + objective "all" / alpha 10 on 1 of 5 tasks, same final objective to 1e-5). tests/benchmarks
+            # asserts equality.
             same_plan.append(bool(torch.allclose(full.actions, ref.actions, rtol=1e-3, atol=1e-3)))
     row: dict[str, Any] = {
         "name": name, "note": note, "model": model.config.name, "parameters": model.num_parameters(),
