@@ -5,9 +5,20 @@
 Rows:
 
 * the shipped default model (models/default/wall.pt, else runs/wall/model.pt,
-  or --model) on wall-environment tasks, with the paper CEM settings and the
-  CPU preset. Without a trained artifact the row uses the default
-  architecture with random weights on reachable goals, and says so.
+  or --model) on wall-environment tasks, with the settings the server plans
+  with for that model: `CEMConfig.for_model(model, device)`, i.e. the paper
+  settings ("gpu") and the CPU preset ("cpu"), each with the model's own
+  recommendations from its artifact metadata on top (the default model:
+  objective "all", alpha 10). Without a trained artifact the row uses the
+  default architecture with random weights on reachable goals, and says so.
+* closed loop (trained model only, and --quick): what a client sees.
+  `client_examples.closed_loop`'s own loop (in-process planner, server CPU
+  settings, `--closed-loop-episodes` "near" episodes from `--closed-loop-seed`;
+  a cold plan, then warm-started replans), timed the way the server's
+  `timing_ms` splits a request: `encode` (observation, and the goal on a
+  cold plan), `plan` (the planner call and the conversion to env units) and
+  their sum (`timing_ms.total` less decoding and HTTP, a few ms: see
+  benchmarks.server_load). This is the figure to compare with clients.
 * a DINO-WM-proportioned model with random weights: DINOv2 ViT-S/14 encoder,
   predictor token width 404, depth 6, 16 heads x 64, MLP 2048, 3 frames of
   history, paper CEM settings (horizon 5, 30 iterations). On a 2-core CPU the
@@ -26,6 +37,12 @@ naive planner's. The speedup is the median over seeds of naive / ours.
 fraction_of_peak: the analytic FLOPs of our plan's rollouts divided by its
 time and by the fp32 matmul peak measured in the same run (the best
 2048^3 GEMM rate seen at its start and end).
+
+Threads: 1 by default, the count the server should use on a shared small
+box (benchmarks/threads.py: with 2 threads and a competing load a plan
+collapses by an order of magnitude). A figure measured with more threads on
+an idle machine is not what a client on a shared machine gets; pass
+--threads to measure another count, and note the load (`machine`).
 """
 
 from __future__ import annotations
@@ -41,7 +58,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import (DEFAULT_THREADS, QUICK_DINO, Problem, default_arch, dino_wm_config, find_default_model,
+from benchmarks.common import (QUICK_DINO, Problem, default_arch, dino_wm_config, find_default_model,
                                load_or_none, machine, percentiles_ms, random_model, reachable_problem,
                                set_threads, wall_problem)
 from benchmarks.flops import measure_peak, plan_flops
@@ -67,6 +84,7 @@ def measure_row(name: str, model: WorldModel, problems: list[Problem], cfg: CEMC
     t_plan, t_replan, t_full, t_naive = [], [], [], []
     its, reasons, loss, loss_full, loss_naive, flops_rate = [], [], [], [], [], []
     traces: dict[str, list] = {"ours": [], "naive": []}
+    same_plan: list[bool] = []
     for seed, prob in enumerate(problems):
         with torch.inference_mode():
             z, g = prob.z_obs, prob.z_goal
@@ -91,13 +109,17 @@ def measure_row(name: str, model: WorldModel, problems: list[Problem], cfg: CEMC
             t_naive.append(time.perf_counter() - t0)
             loss_naive.append(ref.loss)
             traces["naive"].append(ref.loss_trace)
-            # Same samples, no early stop: the same plan, up to float reassociation.
-            assert torch.allclose(full.actions, ref.actions, rtol=1e-3, atol=1e-3), "naive and ours disagree"
+            # Same samples, no early stop: the same plan, up to float reassociation. Recorded, not asserted:
+            # the two rollouts' losses differ by ~3e-6 (relative), enough to swap a near-tie at the top-k
+            # boundary, after which CEM follows another path (seen with the default model's paper settings
+            # + objective "all" / alpha 10 on 1 of 5 tasks, same final objective to 1e-5). tests/benchmarks
+            # asserts equality.
+            same_plan.append(bool(torch.allclose(full.actions, ref.actions, rtol=1e-3, atol=1e-3)))
     row: dict[str, Any] = {
         "name": name, "note": note, "model": model.config.name, "parameters": model.num_parameters(),
         "tokens_per_frame": model.config.tokens_per_frame, "token_dim": model.config.token_dim,
-        "cem": {k: getattr(cfg, k) for k in ("horizon", "num_samples", "topk", "opt_steps", "min_iterations",
-                                             "patience", "min_improvement")},
+        "cem": {k: getattr(cfg, k) for k in ("horizon", "num_samples", "topk", "opt_steps", "objective", "alpha",
+                                             "min_iterations", "patience", "min_improvement")},
         "seeds": len(problems), "plan": percentiles_ms(t_plan), "replan": percentiles_ms(t_replan),
         "iterations": its, "iterations_mean": statistics.fmean(its), "stop_reasons": reasons,
         "no_early_stop": percentiles_ms(t_full),
@@ -110,11 +132,64 @@ def measure_row(name: str, model: WorldModel, problems: list[Problem], cfg: CEMC
         ratios = [n / o for n, o in zip(t_naive, t_plan)]
         naive_mean = statistics.fmean(loss_naive)
         row.update({
-            "naive": percentiles_ms(t_naive), "speedup_vs_naive": round(statistics.median(ratios), 2),
+            "naive": percentiles_ms(t_naive), "naive_same_plan": same_plan,
+            "speedup_vs_naive": round(statistics.median(ratios), 2),
             "speedup_no_early_stop": round(statistics.median([n / f for n, f in zip(t_naive, t_full)]), 2),
             "equal_quality": statistics.fmean(loss) <= naive_mean * (1 + QUALITY_TOLERANCE) + 1e-9})
         row["final_objective"]["naive"] = naive_mean
     return row
+
+
+def closed_loop_row(model: WorldModel, cfg: CEMConfig, episodes: int, seed: int) -> dict[str, Any]:
+    """client_examples.closed_loop's own episodes, in-process, each request timed as the server's
+    `timing_ms` splits it: encode (observation; the goal too on a cold plan) and plan (planner + env units)."""
+    from client_examples.closed_loop import InProcessPlanner, evaluate
+
+    class Timed(InProcessPlanner):
+        def __init__(self) -> None:
+            super().__init__(model, cfg, seed=seed)
+            self.encode_s: list[float] = []
+            self.plan_s: list[float] = []
+            self.iterations: list[int] = []
+            self.cold: list[bool] = []
+
+        def _encode(self, frame: Any, proprio: Any) -> Latent:
+            t0 = time.perf_counter()
+            z = super()._encode(frame, proprio)
+            self.encode_s[-1] += time.perf_counter() - t0
+            return z
+
+        def _plan(self, z: Latent, init: torch.Tensor | None) -> Any:
+            # InProcessPlanner._plan, with the planner call timed and its iterations kept.
+            t0 = time.perf_counter()
+            self.seed += 1
+            (res,) = plan(self.model, z, self.session.goal, self.config, init_mean=init, seeds=[self.seed])
+            self.session.record(res)
+            actions = self.model.codec.to_env(res.actions).cpu().numpy()
+            self.plan_s.append(time.perf_counter() - t0)
+            self.iterations.append(res.iterations)
+            self.cold.append(init is None)
+            return actions
+
+        def plan(self, *args: Any) -> Any:
+            self.encode_s.append(0.0)
+            return super().plan(*args)
+
+        def replan(self, *args: Any) -> Any:
+            self.encode_s.append(0.0)
+            return super().replan(*args)
+
+    planner = Timed()
+    summary = evaluate(planner, episodes, seed, "near", out=None)
+    total = [e + p for e, p in zip(planner.encode_s, planner.plan_s)]
+    return {"name": "closed loop (what a client sees)", "episodes": episodes, "seed": seed,
+            "cem": {k: getattr(cfg, k) for k in ("horizon", "num_samples", "topk", "opt_steps", "objective", "alpha",
+                                                 "min_iterations", "patience", "min_improvement")},
+            "requests": len(total), "cold_plans": sum(planner.cold), "success_rate": summary["success_rate"],
+            "client_round_ms": {"p50_ms": round(summary["plan_ms_p50"], 2), "p95_ms": round(summary["plan_ms_p95"], 2)},
+            "encode": percentiles_ms(planner.encode_s), "plan": percentiles_ms(planner.plan_s),
+            "encode_plus_plan": percentiles_ms(total), "iterations_mean": round(statistics.fmean(planner.iterations), 2),
+            "iterations_at_max": sum(i == cfg.opt_steps for i in planner.iterations)}
 
 
 def sweep_samples(model: WorldModel, problems: list[Problem], base: CEMConfig, counts: list[int],
@@ -183,24 +258,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--quick", action="store_true", help="tiny models and settings: checks the script in seconds")
     ap.add_argument("--model", help="default model artifact (default: models/default/wall.pt, runs/wall/model.pt)")
-    ap.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (see above: 1 on a shared box)")
     ap.add_argument("--seeds", type=int, default=5, help="problems (seeds) per default-model row")
     ap.add_argument("--dino-seeds", type=int, default=3)
     ap.add_argument("--dino-patch-side", type=int, default=2, help="patches per side (paper: 14 = 196)")
     ap.add_argument("--dino-samples", type=int, default=30, help="CEM samples (paper: 300)")
     ap.add_argument("--sweep", default="25,50,100,200,300", help="num_samples for the latency sweep ('' = none)")
     ap.add_argument("--only", choices=("default", "dino"), help="run only these rows (no sweep for 'dino')")
+    ap.add_argument("--closed-loop-episodes", type=int, default=10, help="'near' episodes of the closed-loop row")
+    ap.add_argument("--closed-loop-seed", type=int, default=3)
     ap.add_argument("--plots", type=Path, help="write latency_vs_samples.png and loss_vs_iteration.png here")
     args = ap.parse_args(argv)
     set_threads(args.threads)
     peak = measure_peak(512 if args.quick else 2048, 2 if args.quick else 5)
-    paper, cpu = CEMConfig.paper(), CEMConfig.cpu_preset()
     rows, notes = [], []
 
     if args.quick:
         default, note = random_model(TINY_CONFIG), "tiny random model (--quick)"
-        paper = dataclasses.replace(paper, num_samples=16, topk=4, opt_steps=4, min_iterations=2, patience=1)
-        cpu = dataclasses.replace(cpu, num_samples=8, topk=2, opt_steps=3, min_iterations=2, patience=1)
     else:
         path = find_default_model(args.model)
         default = load_or_none(path)
@@ -212,15 +286,26 @@ def main(argv: list[str] | None = None) -> int:
             print(msg, file=sys.stderr)
             default, note = random_model(default_arch()), "default architecture (configs/wall.json), RANDOM weights, reachable goals"
     trained = "trained" in note
+    # What the server plans with for this model: the device's preset, the artifact's recommendations on top.
+    paper, cpu = CEMConfig.for_model(default, "cuda"), CEMConfig.for_model(default, "cpu")
+    if args.quick:
+        paper = dataclasses.replace(paper, num_samples=16, topk=4, opt_steps=4, min_iterations=2, patience=1)
+        cpu = dataclasses.replace(cpu, num_samples=8, topk=2, opt_steps=3, min_iterations=2, patience=1)
 
     def problems(model: WorldModel, n: int, horizon: int) -> list[Problem]:
         return [wall_problem(model, 1, s) if trained else reachable_problem(model, 1, horizon, s) for s in range(n)]
 
     seeds = 1 if args.quick else args.seeds
     probs = problems(default, seeds, paper.horizon)
-    for label, cfg in (("paper", paper), ("cpu preset", cpu)) if args.only != "dino" else ():
+    for label, cfg in (("server GPU settings (paper)", paper), ("server CPU settings (CPU preset)", cpu)) \
+            if args.only != "dino" else ():
         rows.append(measure_row(f"default model, {label}", default, probs, cfg, note))
         print(f"done: default model, {label}", file=sys.stderr)
+    closed_loop = None
+    if args.only != "dino" and (trained or args.quick) and args.closed_loop_episodes > 0:
+        closed_loop = closed_loop_row(default, cpu, 1 if args.quick else args.closed_loop_episodes,
+                                      args.closed_loop_seed)
+        print("done: closed loop", file=sys.stderr)
 
     side, samples = (1, 8) if args.quick else (args.dino_patch_side, args.dino_samples)
     dino = random_model(dino_wm_config(side), **(QUICK_DINO if args.quick else {}))
@@ -249,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_gflops": {"best": round(best / 1e9, 2),
                         "median_start": round(peak["median_flops"] / 1e9, 2),
                         "median_end": round(peak_end["median_flops"] / 1e9, 2)},
-        "rows": rows, "sweep": sweep, "sweep_model": rows[0]["model"], "sweep_cem": "paper iterations, early stop on",
+        "rows": rows, "closed_loop": closed_loop, "sweep": sweep, "sweep_model": rows[0]["model"], "sweep_cem": "paper iterations, early stop on",
         "headline_row": d["name"], "speedup_vs_naive": d.get("speedup_vs_naive"),
         "equal_quality": d.get("equal_quality"), "fraction_of_peak": d["fraction_of_peak"],
         "dino_wm_full_size_extrapolation": {
@@ -287,6 +372,14 @@ def _print(result: dict[str, Any]) -> None:
         print(f"  final objective: ours {fo['ours']:.5g}, no early stop {fo['ours_no_early_stop']:.5g}, "
               f"naive {fo.get('naive', float('nan')):.5g}; equal quality: {r.get('equal_quality')}")
         print(f"  {r['achieved_gflops']} GFLOP/s = {100 * r['fraction_of_peak']:.1f}% of the best matmul rate")
+    c = result.get("closed_loop")
+    if c:
+        print(f"\n{c['name']}: {c['episodes']} near episodes from seed {c['seed']}, {c['requests']} requests "
+              f"({c['cold_plans']} cold), success {c['success_rate']:.0%}; CEM {c['cem']}")
+        print(f"  encode + plan p50 {c['encode_plus_plan']['p50_ms']:9.1f} ms  p95 {c['encode_plus_plan']['p95_ms']:9.1f} ms"
+              f"   (plan {c['plan']['p50_ms']} ms, encode {c['encode']['p50_ms']} ms; the client's own clock "
+              f"{c['client_round_ms']['p50_ms']} ms); iterations mean {c['iterations_mean']}, "
+              f"{c['iterations_at_max']} at the maximum")
     for p in result["sweep"]:
         print(f"  sweep: {p['num_samples']:4d} samples: ours {p['ours_p50_ms']} ms, naive {p['naive_ms']} ms")
     x = result["dino_wm_full_size_extrapolation"]

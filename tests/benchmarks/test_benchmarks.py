@@ -68,7 +68,13 @@ def test_plan_latency_quick(capsys):
         assert row["plan"]["p50_ms"] > 0 and row["plan"]["p95_ms"] >= row["plan"]["p50_ms"]
         fo = row["final_objective"]
         assert fo["ours_no_early_stop"] == pytest.approx(fo["naive"], rel=1e-3)  # equal plans
+        assert all(row["naive_same_plan"])
     assert out["machine"]["torch_threads"] == 1
+    # The closed-loop row times what a client sees: encode + plan per request, along real episodes.
+    loop = out["closed_loop"]
+    assert loop["requests"] >= loop["cold_plans"] == 1
+    assert loop["encode_plus_plan"]["p50_ms"] >= loop["plan"]["p50_ms"] > 0 and loop["encode"]["p50_ms"] > 0
+    assert loop["iterations_mean"] >= 1
 
 
 def test_flops_quick(capsys):
