@@ -32,6 +32,7 @@ stay as they were.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -92,7 +93,9 @@ class Context:
         return None if self.progress is None else not self.progress
 
 
-class Phase:
+class Phase(ABC):
+    """One phase of training; a subclass says what it trains and how (see the module doc)."""
+
     name: ClassVar[str]
     key: ClassVar[int]  # batch seed key: fixed per phase, never reused
 
@@ -101,8 +104,9 @@ class Phase:
         self.pools = {False: train_pool, True: val_pool}
         self.opt, self.sched = self._optimiser()
 
+    @abstractmethod
     def modules(self) -> list[nn.Module]:
-        raise NotImplementedError
+        """The modules this phase trains, in a fixed order (the optimiser state in latest.pt follows it)."""
 
     def params(self) -> list[nn.Parameter]:
         return [p for m in self.modules() for p in m.parameters()]
@@ -125,18 +129,18 @@ class Phase:
         key = [self.ctx.cfg.seed, self.key, 1 if val else 0, 0 if val else epoch, step]
         return np.random.default_rng(key).choice(pool, size=n, replace=len(pool) < n)
 
+    @abstractmethod
     def losses(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         """{"loss": the total, component: value} of the batch `rows` (scalars)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def loss_weights(self) -> dict[str, float]:
         """Weight of each component in the total `losses` returns."""
-        raise NotImplementedError
 
     # Best checkpoint ---------------------------------------------------------------
+    @abstractmethod
     def save_best(self, state: State) -> None:
         """Keep the current weights as the phase's best (state.epoch, state.best_val are the new best)."""
-        raise NotImplementedError
 
     def checkpoint(self) -> dict[str, Any]:
         """Entries this phase adds to latest.pt (tensors and plain types only)."""
@@ -145,10 +149,10 @@ class Phase:
     def restore(self, payload: dict[str, Any]) -> None:
         """Read back what `checkpoint` wrote (older files may lack it)."""
 
+    @abstractmethod
     def restore_best(self, state: State) -> None:
         """Put the phase's best weights back into the model (ResumeError if it has none);
         may fill state.best_epoch for files written before it was recorded."""
-        raise NotImplementedError
 
     def restart(self, lr: float | None = None) -> None:
         """A fresh optimiser and scheduler, at `lr` from now on if given (a resume from best)."""
@@ -191,8 +195,8 @@ class EncoderPhase(Phase):
         self.best_decoder = {k: v.clone() for k, v in self.ctx.decoder.state_dict().items()}
 
     def checkpoint(self) -> dict[str, Any]:
-        # Kept after the phase ends too: a resume from best of a later phase never
-        # needs them, but a run folder then still holds the encoder it was trained with.
+        # Kept after the phase ends too, as latest.pt always has (the record of the encoder
+        # the predictor was trained on).
         return {k: v for k, v in (("best_encoder", self.best_encoder), ("best_decoder", self.best_decoder))
                 if v is not None}
 
