@@ -55,16 +55,30 @@ class Deployment:
                    "--num-cpus", str(round(1.0 / replicas, 2))]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
-        with PlanningClient(self.url) as c:
-            c.wait_ready(timeout=300)
+        ready: set[str] = set()
+        deadline = time.monotonic() + 300
+        with PlanningClient(self.url, timeout=10) as c:
+            while len(ready) < max(1, replicas):  # every replica has loaded its model (Ray: 404 until deployed)
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"the server did not get {max(1, replicas)} replicas ready (ready: {ready})")
+                try:
+                    health = c.health()
+                    if health["status"] == "ok":
+                        ready.add(health["replica"])
+                except Exception:  # noqa: BLE001 - not up yet
+                    pass
+                time.sleep(0.2)
 
     def stop(self) -> None:
-        self.proc.terminate()
         try:
+            os.killpg(self.proc.pid, 15)
             self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, 9)
             self.proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass
 
 
 def load(url: str, clients: int, duration: float, max_requests: int, size: int, proprio_dim: int

@@ -108,3 +108,13 @@ def test_fairness_quick_runs_every_phase(capsys):
     assert result["contended"]["errors"].get("client_hung_up", 0) >= 1
     assert result["burst"]["requests"] == 2 and not result["burst"]["errors"]
     assert result["burst"]["rss_before_mb"] > 0 and result["light_p99_ratio"] > 0
+
+
+def test_ray_scale_quick_serves_the_same_load_on_a_process_and_a_replica(capsys):
+    pytest.importorskip("ray.serve", reason="Ray Serve is the 'ray' extra (make test installs it)")
+    from benchmarks import ray_scale
+
+    result = run_json(ray_scale.main, ["--quick", "--json"], capsys)
+    for name in ("process", "ray_1_replicas"):
+        r = result["results"][name]
+        assert r["requests"] > 0 and not r["errors"] and r["p50_ms"] > 0 and len(r["served_by"]) == 1
