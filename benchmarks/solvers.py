@@ -183,15 +183,21 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    methods = sorted({r["method"] for r in rows})
+    colors = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(methods)}
     for ax, goals in zip(axes, ("near", "far")):
-        for r in (r for r in rows if r.get("goals") == goals):
-            ax.scatter(r["gflops_per_plan"], 100 * r["success_rate"], s=30)
-            ax.annotate(r["cell"], (r["gflops_per_plan"], 100 * r["success_rate"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
+        cells = sorted((r for r in rows if r.get("goals") == goals), key=lambda r: r["gflops_per_plan"])
+        for k, r in enumerate(cells):
+            x, y = r["gflops_per_plan"], 100 * r["success_rate"]
+            ax.scatter(x, y, s=36, color=colors[r["method"]], label=r["method"])
+            ax.annotate(r["cell"].removeprefix(r["method"]).strip("_") or r["method"], (x, y), fontsize=7,
+                        xytext=(4, 6 if k % 2 else -10), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_xlabel("GFLOPs per plan (analytic)")
         ax.set_title(f"wall, {goals} goals (closed loop)")
         ax.grid(alpha=0.3)
+    handles = {h.get_label(): h for ax in axes for h in ax.collections}
+    axes[1].legend(handles.values(), handles.keys(), fontsize=8, loc="center")
     axes[0].set_ylabel("success rate (%)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
