@@ -68,8 +68,8 @@ class CEMConfig:
     alpha: float = 0.1
     base: float = 2.0
     min_iterations: int = 5
-    patience: int = 5
-    min_improvement: float = 1e-3
+    patience: int = 3
+    min_improvement: float = 0.02
     memory_budget_mb: float = 1024.0
     chunk_size: int | None = None
     elite_std: Literal["biased", "unbiased"] = "biased"
