@@ -62,6 +62,8 @@ class PlanInput:
     goal, goal_proprio: the goal frame to encode, or None when ``goal_latent``
         (1, ...) is already known (a replan).
     init_mean: (1, H, A) warm start in model space, or None (cold).
+    init_elites: (1, e, H, A) the last plan's kept elites shifted like the
+        mean (iCEM), or None.
     """
 
     obs: np.ndarray
@@ -71,12 +73,18 @@ class PlanInput:
     goal_proprio: np.ndarray | None = None
     goal_latent: Latent | None = None
     init_mean: torch.Tensor | None = None
+    init_elites: torch.Tensor | None = None
     seed: int | None = None
     deadline: float | None = None
 
     def __post_init__(self) -> None:
         if (self.goal is None) == (self.goal_latent is None):
             raise ValueError("a plan input needs exactly one of a goal frame and a goal latent")
+
+    @property
+    def batch_key(self) -> tuple[CEMConfig, bool]:
+        """Inputs with equal keys can be planned in one batch: one config, and kept elites for all or none."""
+        return self.config, self.init_elites is not None
 
 
 @dataclass(frozen=True)
@@ -165,8 +173,8 @@ class Engine:
         Every input must share one planner config (the scheduler batches by it).
         """
         config = inputs[0].config
-        if any(p.config != config for p in inputs):
-            raise ValueError("a batch must share one planner config")
+        if any(p.batch_key != inputs[0].batch_key for p in inputs):
+            raise ValueError("a batch must share one planner config, and kept elites for all or none")
         started = time.monotonic()
         frames = [p.obs for p in inputs] + [p.goal for p in inputs if p.goal is not None]
         proprio = [p.obs_proprio for p in inputs] + [p.goal_proprio for p in inputs if p.goal is not None]
@@ -185,8 +193,11 @@ class Engine:
         if any(p.init_mean is not None for p in inputs):
             cold = torch.zeros(1, config.horizon, self.model.config.action_dim, device=self.device)
             init = torch.cat([cold if p.init_mean is None else p.init_mean.to(self.device) for p in inputs])  # (B, H, A)
+        elites = None
+        if inputs[0].init_elites is not None:
+            elites = torch.cat([p.init_elites.to(self.device) for p in inputs])  # (B, e, H, A)
         batch = PlanBatch(self.model, z_obs, Latent.cat(goals), config, init_mean=init,
-                          seeds=[p.seed for p in inputs], deadline=[p.deadline for p in inputs])
+                          seeds=[p.seed for p in inputs], deadline=[p.deadline for p in inputs], init_elites=elites)
         return Run(batch, goals, time.monotonic() - started)
 
     def step(self, run: Run) -> list[tuple[int, PlanOutput]]:

@@ -241,15 +241,15 @@ class Scheduler:
             self._drop_gone()
         batches: list[list[_Job]] = []
         while self._pending and len(self._running) + len(batches) < self.max_running:
-            config = self._pending[0].input.config
-            batch = [j for j in self._pending if j.input.config == config][: self.max_batch]
+            key = self._pending[0].input.batch_key
+            batch = [j for j in self._pending if j.input.batch_key == key][: self.max_batch]
             taken = set(map(id, batch))
             self._pending = [j for j in self._pending if id(j) not in taken]
             batches.append(batch)
         return batches
 
     def _compatible(self, first: _Job) -> int:
-        return sum(j.input.config == first.input.config for j in self._pending)
+        return sum(j.input.batch_key == first.input.batch_key for j in self._pending)
 
     def _drop_gone(self) -> None:
         now = time.monotonic()

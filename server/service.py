@@ -90,7 +90,8 @@ async def replan(runtime: Runtime, body: ReplanRequest, received_at: float) -> P
                 f"{horizon} model steps; send 0..{horizon}, or POST /plan to start over.",
                 "executed_steps")
         job = PlanInput(obs.pixels, proprio, mpc.config, goal_latent=mpc.goal,
-                        init_mean=mpc.init_mean(body.executed_steps), seed=body.seed,
+                        init_mean=mpc.init_mean(body.executed_steps),
+                        init_elites=mpc.init_elites(body.executed_steps), seed=body.seed,
                         deadline=_deadline(received_at, body.deadline_ms))
         done = await runtime.scheduler.submit(job, engine.plan_gflop(mpc.config))
         mpc.record(done.result)
@@ -134,9 +135,12 @@ async def _replan_stateless(runtime: Runtime, body: ReplanRequest, received_at: 
     obs = await decode(runtime, body.obs, "obs")
     decoded_at = time.monotonic()
     init = warm_start(torch.from_numpy(state.plan), body.executed_steps, config.horizon).unsqueeze(0)  # (1, H, A)
+    elites = None
+    if state.elites is not None:  # (e, H, A) -> (1, e, H, A), shifted like the plan
+        elites = warm_start(torch.from_numpy(state.elites), body.executed_steps, config.horizon).unsqueeze(0)
     job = PlanInput(obs.pixels, proprio, config, goal=goal_pixels, goal_proprio=goal_proprio,
-                    goal_latent=goal_latent if goal_pixels is None else None, init_mean=init, seed=body.seed,
-                    deadline=_deadline(received_at, body.deadline_ms))
+                    goal_latent=goal_latent if goal_pixels is None else None, init_mean=init, init_elites=elites,
+                    seed=body.seed, deadline=_deadline(received_at, body.deadline_ms))
     done = await runtime.scheduler.submit(job, gflop)
     runtime.goals.put(state.goal_id, done.goal_latent)
     return _response(runtime, None, done, job, state.goal_id, received_at, decoded_at, obs.warnings)
@@ -203,7 +207,9 @@ def _response(runtime: Runtime, session_id: str | None, done: PlanOutput, job: P
     model_actions = actions.reshape(horizon, -1)  # (H, frameskip * raw_action_dim)
     ms = 1000.0
     assert runtime.tokens is not None
-    token = runtime.tokens.issue(dataclasses.asdict(job.config), goal_id, result.actions.detach().cpu().numpy())
+    elites = None if result.elites is None else result.elites.detach().cpu().numpy()
+    token = runtime.tokens.issue(dataclasses.asdict(job.config), goal_id, result.actions.detach().cpu().numpy(),
+                                 elites)
     return PlanResponse(
         session_id=session_id,
         mpc_state=token,

@@ -55,6 +55,7 @@ class MPCState:
     goal_id: str
     plan: np.ndarray
     created: float
+    elites: np.ndarray | None = None  # (e, H, A) the plan's kept elites (iCEM), or None
 
 
 class TokenCodec:
@@ -65,11 +66,14 @@ class TokenCodec:
         self.max_bytes, self.max_age_s = max_bytes, max_age_s
         self._key = hashlib.sha256(b"wm-mpc-state\0" + model_id.encode() + b"\0" + (secret or "").encode()).digest()
 
-    def issue(self, config: dict[str, Any], goal_id: str, plan: np.ndarray) -> str:
+    def issue(self, config: dict[str, Any], goal_id: str, plan: np.ndarray, elites: np.ndarray | None = None) -> str:
         plan = np.ascontiguousarray(plan, dtype=np.float32)
-        payload = msgpack.packb({"v": VERSION, "model": self.model_id, "cfg": config, "goal": goal_id,
-                                 "shape": list(plan.shape), "plan": plan.tobytes(), "t": round(time.time(), 3)},
-                                use_bin_type=True)
+        data = {"v": VERSION, "model": self.model_id, "cfg": config, "goal": goal_id,
+                "shape": list(plan.shape), "plan": plan.tobytes(), "t": round(time.time(), 3)}
+        if elites is not None:
+            elites = np.ascontiguousarray(elites, dtype=np.float32)
+            data |= {"elites_shape": list(elites.shape), "elites": elites.tobytes()}
+        payload = msgpack.packb(data, use_bin_type=True)
         mac = hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
         return base64.urlsafe_b64encode(payload + mac).decode("ascii").rstrip("=")
 
@@ -103,11 +107,17 @@ class TokenCodec:
         try:
             shape = tuple(int(d) for d in data["shape"])
             plan = np.frombuffer(data["plan"], dtype="<f4").reshape(shape).astype(np.float32)
-            state = MPCState(self.model_id, dict(data["cfg"]), str(data["goal"]), plan, float(data["t"]))
+            elites = None
+            if "elites" in data:
+                elites_shape = tuple(int(d) for d in data["elites_shape"])
+                elites = np.frombuffer(data["elites"], dtype="<f4").reshape(elites_shape).astype(np.float32)
+            state = MPCState(self.model_id, dict(data["cfg"]), str(data["goal"]), plan, float(data["t"]), elites)
         except (KeyError, TypeError, ValueError):
             raise _invalid("mpc_state.invalid", "mpc_state is missing fields or has malformed ones") from None
         if plan.ndim != 2 or not np.isfinite(plan).all():
             raise _invalid("mpc_state.invalid", "mpc_state's plan is not a finite (horizon, action_dim) array")
+        if elites is not None and (elites.ndim != 3 or elites.shape[1:] != plan.shape or not np.isfinite(elites).all()):
+            raise _invalid("mpc_state.invalid", "mpc_state's elites are not finite (e, horizon, action_dim) arrays")
         if self.max_age_s and time.time() - state.created > self.max_age_s:
             raise _invalid("mpc_state.expired", f"mpc_state is older than {self.max_age_s:g} s; POST /plan to "
                            "start over")
