@@ -52,11 +52,19 @@ class InferenceConfig:
         logged warning when it cannot compile).
     strategy: "autocast" (fp32 weights, `torch.autocast`) or "cast" (weights
         and inputs converted to `dtype`). Ignored for fp32.
+    compile_backend: torch.compile's backend. "inductor" (default) generates
+        fused kernels (C++ on CPU, Triton on CUDA); compiling takes minutes on
+        a small shared CPU. "eager" only captures the graph (Dynamo) and runs
+        it op by op: the tests use it to check the compiled path cheaply.
+    compile_mode: torch.compile's mode, e.g. "reduce-overhead" (CUDA graphs,
+        for small models whose GPU time is kernel launches); None = default.
     """
 
     dtype: str = "fp32"
     compile: bool = False
     strategy: Strategy = "autocast"
+    compile_backend: str = "inductor"
+    compile_mode: str | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -65,6 +73,8 @@ class InferenceConfig:
             raise ValueError(f"strategy={self.strategy!r}: expected one of {STRATEGIES}")
         if not isinstance(self.compile, bool):
             raise ValueError(f"compile={self.compile!r}: expected True or False")
+        if not self.compile_backend:
+            raise ValueError(f"compile_backend={self.compile_backend!r}: name a torch.compile backend")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -82,7 +92,8 @@ class InferenceConfig:
         return torch.empty(0, dtype=self.torch_dtype).element_size()
 
     def describe(self) -> dict[str, object]:
-        return {"dtype": self.dtype, "compile": self.compile, "strategy": self.strategy if self.reduced else None}
+        return {"dtype": self.dtype, "compile": self.compile, "strategy": self.strategy if self.reduced else None,
+                "compile_backend": self.compile_backend if self.compile else None}
 
 
 def check_supported(cfg: InferenceConfig, device: torch.device) -> None:

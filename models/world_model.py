@@ -101,7 +101,8 @@ class WorldModel(nn.Module):
         instead of recompiling mid-plan. Another horizon compiles once more."""
         c = self.config
         try:
-            compiled = torch.compile(self._rollout)
+            compiled = torch.compile(self._rollout, backend=self.inference.compile_backend,
+                                     mode=self.inference.compile_mode)
             for b in (2, 1):
                 z0 = Latent(torch.zeros(b, c.num_patches, c.visual_dim, device=self.device),
                             torch.zeros(b, c.proprio_width, device=self.device))
@@ -138,7 +139,7 @@ class WorldModel(nn.Module):
                 "action_dim": c.action_dim, "proprio_dim": c.proprio_dim, "num_hist": c.num_hist,
                 "tokens_per_frame": c.tokens_per_frame, "token_dim": c.token_dim,
                 "action_low": c.action_low, "action_high": c.action_high,
-                "stats_provenance": dict(self.stats.provenance), "inference": self.inference.describe()}
+                "stats_provenance": dict(self.stats.provenance), "inference": {**self.inference.describe(), "compiled": self._compiled_rollout is not None}}
 
     # Observations -> latents ----------------------------------------------------
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
