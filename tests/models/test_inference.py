@@ -28,13 +28,13 @@ LOSS_RTOL, LOSS_ATOL = 0.10, 2e-3
 
 
 @pytest.fixture(scope="module")
-def fp32():
-    return load_model(None)
+def fp32(test_device):
+    return load_model(None, device=test_device)
 
 
 @pytest.fixture(scope="module")
 def problems(fp32):
-    return wall_problem(fp32, 2, seed=0)
+    return wall_problem(fp32, 2, seed=0)  # frames and proprio stay on the host, latents on the device
 
 
 def _losses(model, cem, z, g, actions):
@@ -45,8 +45,8 @@ def _losses(model, cem, z, g, actions):
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 @torch.inference_mode()
-def test_reduced_precision_keeps_the_elites_and_the_loss_of_a_plan(fp32, problems, dtype):
-    reduced = load_model(None, dtype=dtype)
+def test_reduced_precision_keeps_the_elites_and_the_loss_of_a_plan(fp32, problems, dtype, test_device):
+    reduced = load_model(None, device=test_device, dtype=dtype)
     assert reduced.describe()["inference"]["dtype"] == dtype
     assert next(reduced.parameters()).dtype == torch.float32  # autocast: weights stay fp32
     cem = CEMConfig.for_model(fp32, "cpu")
@@ -54,7 +54,7 @@ def test_reduced_precision_keeps_the_elites_and_the_loss_of_a_plan(fp32, problem
     for i in range(problems.batch):
         z, g = problems.z_obs.index(slice(i, i + 1)), problems.z_goal.index(slice(i, i + 1))
         samples = torch.randn(cem.num_samples, cem.horizon, fp32.config.action_dim,
-                              generator=torch.Generator().manual_seed(i)).clamp(lo, hi)
+                              generator=torch.Generator().manual_seed(i)).clamp(lo, hi).to(test_device)
         l32, low = _losses(fp32, cem, z, g, samples), _losses(reduced, cem, z, g, samples)
         assert low.dtype == torch.float32
         elites32 = set(l32.topk(cem.topk, largest=False).indices.tolist())
@@ -73,13 +73,13 @@ def test_reduced_precision_keeps_the_elites_and_the_loss_of_a_plan(fp32, problem
 
 
 @torch.inference_mode()
-def test_cast_strategy_converts_weights_and_still_returns_fp32(fp32, problems, tmp_path):
-    cast = load_model(None, inference=InferenceConfig(dtype="bf16", strategy="cast"))
+def test_cast_strategy_converts_weights_and_still_returns_fp32(fp32, problems, tmp_path, test_device):
+    cast = load_model(None, device=test_device, inference=InferenceConfig(dtype="bf16", strategy="cast"))
     assert next(cast.parameters()).dtype == torch.bfloat16
     z = cast.encode_observation(problems.frames[:1], problems.proprio[:1])
     assert z.visual.dtype == torch.float32
     torch.testing.assert_close(z.visual, problems.z_obs.visual[:1], rtol=0.05, atol=0.05)
-    out = cast.rollout(z, torch.zeros(1, 3, cast.config.action_dim))
+    out = cast.rollout(z, torch.zeros(1, 3, cast.config.action_dim, device=test_device))
     assert out.visual.dtype == torch.float32 and torch.isfinite(out.visual).all()
     # saved weights are fp32 whatever the model computes in
     reloaded = load_model(save_model(cast, tmp_path / "m.pt"))
@@ -87,11 +87,11 @@ def test_cast_strategy_converts_weights_and_still_returns_fp32(fp32, problems, t
 
 
 @torch.inference_mode()
-def test_compiled_rollout_gives_the_eager_plan(fp32, problems):
+def test_compiled_rollout_gives_the_eager_plan(fp32, problems, test_device):
     # the "eager" backend runs Dynamo's graph capture without generating kernels: the
     # compiled path (dynamic batch, both rollout branches) in seconds; inductor takes
     # minutes on this CPU and is measured in benchmarks/precision.py
-    compiled = load_model(None, inference=InferenceConfig(compile=True, compile_backend="eager"))
+    compiled = load_model(None, device=test_device, inference=InferenceConfig(compile=True, compile_backend="eager"))
     assert compiled.describe()["inference"]["compiled"]
     cem = dataclasses.replace(CEMConfig.for_model(fp32, "cpu"), opt_steps=4)
     z, g = problems.z_obs.index(slice(1, 2)), problems.z_goal.index(slice(1, 2))
@@ -139,3 +139,20 @@ def test_a_compiled_rollout_that_fails_later_runs_eagerly(caplog):
 def test_bad_options_are_named(options, message):
     with pytest.raises(ValueError, match=message):
         InferenceConfig(**options)
+
+
+@torch.inference_mode()
+def test_host_frames_reach_the_models_device_and_plans_are_exact_there(fp32, problems, test_device):
+    """On CUDA: frames go through pinned memory (non-blocking); the plan for a seed is the
+    same twice and whatever the chunk size (noise drawn before chunking) on the device."""
+    z = fp32.encode_observation(problems.frames[:1], problems.proprio[:1])  # host uint8 frames
+    assert z.visual.device.type == test_device.type
+    torch.testing.assert_close(z.visual, problems.z_obs.visual[:1])
+    g = problems.z_goal.index(slice(0, 1))
+    cem = dataclasses.replace(CEMConfig.for_model(fp32, test_device.type), num_samples=40, topk=5, opt_steps=3)
+    (a,) = plan(fp32, z, g, cem, seeds=[7])
+    (b,) = plan(fp32, z, g, dataclasses.replace(cem, chunk_size=7), seeds=[7])
+    (c,) = plan(fp32, z, g, cem, seeds=[7])
+    torch.testing.assert_close(a.actions, b.actions, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(a.actions, c.actions, rtol=0, atol=0)
+    assert a.actions.device.type == test_device.type
