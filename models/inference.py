@@ -60,6 +60,8 @@ class InferenceConfig:
         it op by op: the tests use it to check the compiled path cheaply.
     compile_mode: torch.compile's mode, e.g. "reduce-overhead" (CUDA graphs,
         for small models whose GPU time is kernel launches); None = default.
+    compile_horizons: planning horizons compiled at load time (the rollout
+        loop is unrolled per horizon); another horizon compiles on first use.
     """
 
     dtype: str = "fp32"
@@ -67,6 +69,7 @@ class InferenceConfig:
     strategy: Strategy = "autocast"
     compile_backend: str = "inductor"
     compile_mode: str | None = None
+    compile_horizons: tuple[int, ...] = (5,)
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -75,6 +78,8 @@ class InferenceConfig:
             raise ValueError(f"strategy={self.strategy!r}: expected one of {STRATEGIES}")
         if not isinstance(self.compile, bool):
             raise ValueError(f"compile={self.compile!r}: expected True or False")
+        if not self.compile_horizons or any(not isinstance(h, int) or h < 1 for h in self.compile_horizons):
+            raise ValueError(f"compile_horizons={self.compile_horizons!r}: need horizons >= 1")
         if not self.compile_backend:
             raise ValueError(f"compile_backend={self.compile_backend!r}: name a torch.compile backend")
 

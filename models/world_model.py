@@ -91,28 +91,29 @@ class WorldModel(nn.Module):
         return self
 
     def _compile_rollout(self) -> Callable[[Latent, torch.Tensor], Latent] | None:
-        """torch.compile the rollout and compile it now, on warm-up rollouts
-        covering both branches (cached growth, sliding window); None (eager)
-        with a warning when compilation fails.
+        """torch.compile the rollout and compile it now, on warm-up rollouts of
+        each `compile_horizons` horizon; None (eager) with a warning when
+        compilation fails.
 
         The batch axis is marked dynamic on a batch of 2, and a batch of 1 is
         compiled too (torch specialises sizes 0 and 1): the planner's chunks of
-        any size and its one-sample final scoring then reuse these two graphs
-        instead of recompiling mid-plan. Another horizon compiles once more."""
+        any size and its one-sample final scoring then reuse these graphs
+        instead of recompiling mid-plan."""
         c = self.config
         try:
             compiled = torch.compile(self._rollout, backend=self.inference.compile_backend,
                                      mode=self.inference.compile_mode)
-            for b in (2, 1):
-                z0 = Latent(torch.zeros(b, c.num_patches, c.visual_dim, device=self.device),
-                            torch.zeros(b, c.proprio_width, device=self.device))
-                actions = torch.zeros(b, c.num_hist + 1, c.action_dim, device=self.device)
-                z0, actions = self._cast_inputs(z0, actions)
-                if b > 1:
-                    for t in (z0.visual, z0.proprio, actions):
-                        torch._dynamo.mark_dynamic(t, 0)
-                with torch.inference_mode(), precision(self.inference, self.device):
-                    compiled(z0, actions)
+            for h in self.inference.compile_horizons:
+                for b in (2, 1):
+                    z0 = Latent(torch.zeros(b, c.num_patches, c.visual_dim, device=self.device),
+                                torch.zeros(b, c.proprio_width, device=self.device))
+                    actions = torch.zeros(b, h, c.action_dim, device=self.device)
+                    z0, actions = self._cast_inputs(z0, actions)
+                    if b > 1:
+                        for t in (z0.visual, z0.proprio, actions):
+                            torch._dynamo.mark_dynamic(t, 0)
+                    with torch.inference_mode(), precision(self.inference, self.device):
+                        compiled(z0, actions)
         except Exception as exc:  # noqa: BLE001 - any compiler failure means "run eagerly"
             log.warning("torch.compile of the rollout failed on %s (%s: %s); running eagerly",
                         self.device, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")

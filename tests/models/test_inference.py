@@ -117,8 +117,7 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch, caplog)
 
 
 def test_a_compiled_rollout_that_fails_later_runs_eagerly(caplog):
-    model = tiny_model().configure_inference(compile=True, compile_backend="eager")
-    eager = tiny_model()
+    model, eager = tiny_model(), tiny_model()
 
     def fails(*args):
         raise RuntimeError("graph break in a later shape")
