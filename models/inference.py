@@ -12,13 +12,14 @@ fp32 whatever the model computes in.
 `strategy` says how: "autocast" keeps fp32 weights and runs the model under
 `torch.autocast` (matmuls in `dtype`, reductions such as LayerNorm and
 softmax in fp32 where autocast's op lists say so); "cast" converts the
-weights and the inputs to `dtype` and runs everything in it. The default,
-autocast, is the one measured better on this project's CPU
-(`benchmarks.precision`, docs/gpu.md): it changed the default model's
-losses less (1.3 % vs 2.1 % median relative error in bf16), the two were
-within measurement noise of each other in speed (both emulated, several
-times slower than fp32 there), and it keeps fp32 weights, so one loaded
-copy serves any precision. On a GPU re-measure with `scripts/device_check.sh`.
+weights and the inputs to `dtype` and runs everything in it. Measured on
+this project's CPU (`benchmarks.precision`, docs/gpu.md) the two could not be
+told apart: about 1 % median relative change of the default model's losses
+and >= 90 % of the fp32 elites kept by both, and equal speed within noise
+(both emulated there, several times slower than fp32). The default is
+autocast because it keeps fp32 weights (one loaded copy serves any
+precision, nothing is converted) and keeps reductions in fp32 on GPUs, the
+usual practice; re-measure on a GPU with `scripts/device_check.sh`.
 
 `compile` wraps the rollout with `torch.compile`. Compilation happens on a
 warm-up rollout inside `configure_inference`; if it fails (no C++ compiler,
