@@ -24,9 +24,10 @@ phase). Then the native artifact is served by the real server
 through HTTP, with the server's own timing and /stats.
 
 Defaults: the paper's 300 samples and 30 iterations on CUDA. On a CPU a
-paper-settings DINO-WM-size plan takes hours (about 1.1 PFLOP), so CPU runs
-default to 8 samples and 2 iterations and say so in the output; the FLOP
-count of the paper-settings plan is printed beside them. --quick uses a
+paper-settings DINO-WM-size plan takes hours (0.78 PFLOP of matmuls with
+this project's rollout, 1.2 with DINO-WM's), so CPU runs default to 8
+samples and 2 iterations and say so in the output; the FLOP count of the
+paper-settings plan is printed beside them. --quick uses a
 DINO-WM-shaped model small enough for a test (not a measurement).
 """
 
