@@ -2,12 +2,12 @@
 shipped default model and wall-environment problems (trained weights: elite sets
 and losses mean something).
 
-Tolerances, from `python -m benchmarks.precision` (docs/gpu.md): over 8 wall problems
-bf16 autocast kept 90-100 % of the fp32 top-10 elites of the same 100 samples, the
-same action sequence's loss moved by 1.3 % (median), at most 5 %; plans made in bf16
-scored within 4 % of the fp32 plans' loss under the fp32 model. The bounds below
-leave room for other seeds: elite overlap >= 0.8 per problem, a plan's loss within
-10 % + 2e-3 (absolute, for losses near 0).
+Tolerances, from `python -m benchmarks.precision` (docs/gpu.md): on wall problems bf16
+autocast kept 90-100 % of the fp32 top-10 elites of the same 100 samples, changed the
+samples' losses by about 1 % (median; at most 1.3 % for one problem), the fp32 plan's
+loss by at most 4.4 %, and plans made in bf16 scored within 3.4 % of the fp32 plans'
+loss under the fp32 model. The bounds below leave room for other seeds: elite overlap
+>= 0.8 per problem, a plan's loss within 10 % + 2e-3 (absolute, for losses near 0).
 """
 
 from __future__ import annotations
