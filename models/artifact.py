@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from models.config import WorldModelConfig
+from models.inference import InferenceConfig
 from models.stats import NormStats
 from models.world_model import WorldModel
 
@@ -45,7 +46,9 @@ class ModelNotFoundError(FileNotFoundError):
 def save_model(model: WorldModel, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # fp32 on disk whatever the model computes in (a cast-bf16 model saves fp32 weights)
+    state = {k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous()
+             for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict(),
                "state_dict": state, "stats": model.stats.to("cpu").to_dict(), "metadata": metadata or {}}
     atomic_torch_save(payload, path)
@@ -90,10 +93,17 @@ def read_artifact(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> WorldModel:
+def load_model(path: str | Path | None = None, device: str | torch.device = "cpu", dtype: str = "fp32",
+               compile: bool = False, inference: InferenceConfig | None = None) -> WorldModel:
     """Load an artifact into an eval-mode model with gradients off.
 
     path: None serves the shipped default model (`DEFAULT_MODEL_PATH`).
+    dtype: "fp32" | "bf16" | "fp16", the precision encode and rollout compute
+        in (outputs stay fp32); compile: torch.compile the rollout, falling
+        back to eager with a warning. `inference` (an InferenceConfig) gives
+        all options at once, the strategy included, and wins over both.
+        See models/inference.py. Raises ValueError if the device cannot
+        compute in `dtype`.
     """
     if path is None:
         path = DEFAULT_MODEL_PATH
@@ -114,6 +124,7 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
         raise ArtifactError(f"{path}: weights do not match the config: {exc}") from exc
     model = model.to(device).eval().requires_grad_(False)
     model.metadata = payload.get("metadata", {})
+    model.configure_inference(inference or InferenceConfig(dtype=dtype, compile=compile))
     log.info("loaded %s (%d parameters) from %s on %s", config.name, model.num_parameters(), path, device)
     return model
 

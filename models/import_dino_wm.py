@@ -1,7 +1,9 @@
 """Import a DINO-WM training run as a model artifact this server loads and plans with.
 
     python -m models.import_dino_wm RUN_DIR --encoder-weights dinov2_vits14_pretrain.pth \
-        --stats stats.json --out model.pt [--name NAME] [--checkpoint model_40.pth]
+        --stats stats.json --out model.pt [--name NAME] [--checkpoint model_40.pth] \
+        [--stats-provenance dino-wm-loader --stats-episodes N | published --stats-source TEXT | train] \
+        [--planner auto|wall|pusht|point_maze|default|none]
 
 A DINO-WM run folder (`outputs/<date>/<time>/`) holds `hydra.yaml` (the
 resolved training config) and `checkpoints/model_latest.pth` (whole pickled
@@ -9,6 +11,12 @@ modules, read here by `models.dino_wm_checkpoint` without running any code).
 It holds neither the frozen DINOv2 encoder (rebuilt from torch hub; pass the
 hub's `dinov2_vits14_pretrain.pth`) nor the action/proprio statistics (they
 come from the dataset; pass them explicitly, see docs/dino_wm_import.md).
+A statistics file written by `python -m training.stats` carries its
+provenance; a bare DINO-WM-style file (the loader's `action_mean`,
+`action_std`, `proprio_mean`, `proprio_std`) gets it from `--stats-provenance`.
+The artifact also records the planner settings DINO-WM evaluated the
+environment with (`models.dino_wm_published`), as metadata "planner", which
+`CEMConfig.for_model` applies.
 
 Name mapping (DINO-WM -> this project), from DINO-WM's `models/vit.py` and
 `models/proprio.py`:
@@ -35,7 +43,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 
@@ -43,6 +50,10 @@ from models.artifact import save_model
 from models.config import WorldModelConfig
 from models.dino_wm_checkpoint import (CheckpointError, PickledObject, children, class_path, load_checkpoint,
                                        module_state, state_dict)
+from models.dino_wm_published import PLANNER_SETTINGS, planner_settings
+from models.dino_wm_stats import (PROVENANCE_KINDS, DinoWMImportError, check_stats, read_stats,
+                                  stats_provenance)
+from models.dino_wm_stats import cfg_value as _cfg
 from models.predictor import frame_causal_mask
 from models.stats import NormStats
 from models.world_model import WorldModel
@@ -54,11 +65,7 @@ log = logging.getLogger(__name__)
 # num_side_patches * patch_size before DINOv2 (224 px -> 196 px).
 DECODER_SCALE = 16
 VITS14 = {"vit_dim": 384, "vit_heads": 6, "vit_patch_size": 14}
-STATS_KEYS = ("action_mean", "action_std", "proprio_mean", "proprio_std")
-
-
-class DinoWMImportError(ValueError):
-    """The run cannot be imported faithfully; the message says what and why."""
+PLANNER_CHOICES = ("auto", *PLANNER_SETTINGS, "none")
 
 
 # Run folder ------------------------------------------------------------------
@@ -74,17 +81,6 @@ def read_run_config(run_dir: Path) -> tuple[dict[str, Any], Path]:
                 raise DinoWMImportError(f"{path} is not a YAML mapping")
             return cfg, path
     raise DinoWMImportError(f"{run_dir} has no hydra.yaml (nor .hydra/config.yaml): is it a DINO-WM run folder?")
-
-
-def _cfg(cfg: dict[str, Any], key: str, default: Any = ...) -> Any:
-    node: Any = cfg
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            if default is ...:
-                raise DinoWMImportError(f"hydra.yaml has no {key!r}")
-            return default
-        node = node[part]
-    return node
 
 
 def _checkpoint_path(run_dir: Path, checkpoint: str | None) -> Path:
@@ -301,52 +297,6 @@ def build_config(cfg: dict[str, Any], pred_arch: dict[str, int], action_w: torch
     return config
 
 
-# Statistics ------------------------------------------------------------------
-def read_stats(path: str | Path) -> NormStats:
-    """Action/proprio statistics from JSON or NPZ, with their provenance.
-
-    JSON: {"action_mean": [...], "action_std": [...], "proprio_mean": [...],
-           "proprio_std": [...], "provenance": {"dataset": ..., "split": "train", ...}}
-    NPZ: the four arrays plus `provenance`, a JSON string.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DinoWMImportError(f"no statistics file at {path}")
-    if path.suffix == ".json":
-        data = json.loads(path.read_text())
-    elif path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in npz.files}
-        if "provenance" in data:
-            data["provenance"] = json.loads(str(data["provenance"]))
-    else:
-        raise DinoWMImportError(f"{path}: statistics must be a .json or .npz file")
-    if not isinstance(data, dict):
-        raise DinoWMImportError(f"{path} must hold a mapping of {STATS_KEYS} and 'provenance'")
-    unknown = sorted(set(data) - {*STATS_KEYS, "provenance"})
-    missing = [k for k in (*STATS_KEYS, "provenance") if k not in data]
-    if unknown or missing:
-        raise DinoWMImportError(f"{path}: missing {missing}, unknown {unknown}; expected {list(STATS_KEYS)} and "
-                                "'provenance' ({'dataset': ..., 'split': 'train', ...})")
-    if not isinstance(data["provenance"], dict):
-        raise DinoWMImportError(f"{path}: provenance must be a mapping, got {data['provenance']!r}")
-    provenance = {**data["provenance"], "stats_file": str(path)}
-    try:
-        return NormStats(*(torch.as_tensor(np.asarray(data[k], dtype=np.float32)) for k in STATS_KEYS),
-                         provenance=provenance)
-    except ValueError as exc:
-        raise DinoWMImportError(f"{path}: {exc}") from exc
-
-
-def _check_stats(stats: NormStats, cfg: dict[str, Any]) -> None:
-    if _cfg(cfg, "normalize_action", True) is False:
-        identity = all(torch.equal(t, torch.full_like(t, v)) for t, v in (
-            (stats.action_mean, 0.0), (stats.action_std, 1.0), (stats.proprio_mean, 0.0), (stats.proprio_std, 1.0)))
-        if not identity:
-            raise DinoWMImportError("hydra.yaml has normalize_action: false, so the run trained on raw actions and "
-                                    "proprio; the statistics must be mean 0 and std 1")
-
-
 # Import ----------------------------------------------------------------------
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -357,19 +307,24 @@ def _sha256(path: Path) -> str:
 
 
 def import_run(run_dir: str | Path, stats: NormStats, out: str | Path, encoder_weights_path: str | Path | None = None,
-               name: str | None = None, checkpoint: str | None = None) -> WorldModel:
+               name: str | None = None, checkpoint: str | None = None, planner: str = "auto") -> WorldModel:
     """Convert a DINO-WM run into a model artifact at `out`; returns the eval-mode model written.
 
     stats: the action/proprio statistics the run trained with (`read_stats`);
     there is no default, because planning with other statistics plans in a
     shifted action space.
+    planner: whose published planner settings to recommend (metadata
+    "planner"): "auto" (hydra.yaml's env.name, else DINO-WM's general
+    default), an environment of `PLANNER_SETTINGS`, "default", or "none".
     """
+    if planner not in PLANNER_CHOICES:
+        raise DinoWMImportError(f"planner={planner!r}: expected one of {PLANNER_CHOICES}")
     if not isinstance(stats, NormStats):
         raise DinoWMImportError("statistics are required (NormStats from read_stats); refusing to write a model "
                                 "without the action/proprio mean and std it was trained with")
     run_dir = Path(run_dir)
     cfg, cfg_path = read_run_config(run_dir)
-    _check_stats(stats, cfg)
+    check_stats(stats, cfg)
     ckpt_path = _checkpoint_path(run_dir, checkpoint)
     ckpt = load_checkpoint(ckpt_path)
     for key in ("predictor", "action_encoder", "proprio_encoder"):
@@ -411,7 +366,11 @@ def import_run(run_dir: str | Path, stats: NormStats, out: str | Path, encoder_w
         "dataset": _cfg(cfg, "env.dataset", None),
         "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    save_model(model, out, metadata=json.loads(json.dumps(metadata, default=str)))
+    if planner != "none":
+        settings, source = planner_settings(_cfg(cfg, "env.name", None) if planner == "auto" else planner)
+        metadata.update(planner=settings, planner_source=source)
+    model.metadata = json.loads(json.dumps(metadata, default=str))  # as load_model will read it back
+    save_model(model, out, metadata=model.metadata)
     log.info("imported %s (%s, epoch %s) -> %s", run_dir, config.name, metadata["epoch"], out)
     return model
 
@@ -420,17 +379,30 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m models.import_dino_wm", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path, help="DINO-WM run folder (holds hydra.yaml and checkpoints/)")
     p.add_argument("--stats", type=Path, required=True,
-                   help="JSON or NPZ with action_mean/std, proprio_mean/std and provenance (split must be 'train')")
+                   help="JSON, NPZ or .pt with action_mean/std and proprio_mean/std (e.g. from python -m training.stats)")
+    p.add_argument("--stats-provenance", choices=list(PROVENANCE_KINDS),
+                   help="how the statistics were computed, for a file that does not say: dino-wm-loader (DINO-WM's "
+                        "wall/point-maze loader, over all loaded rollouts), published (the dataset's constants), "
+                        "train (the training split only)")
+    p.add_argument("--stats-episodes", type=int, help="rollouts the statistics were computed over")
+    p.add_argument("--stats-source", help="with 'published': where the constants are published")
     p.add_argument("--out", type=Path, required=True, help="artifact to write (.pt)")
     p.add_argument("--encoder-weights", type=Path,
                    help="DINOv2 hub weights (dinov2_vits14_pretrain.pth); not needed if the run trained its encoder")
     p.add_argument("--name", help="model name reported by the server (default: dino-wm-<date>-<time>)")
     p.add_argument("--checkpoint", help="checkpoint file in RUN_DIR/checkpoints or a path (default: model_latest.pth)")
+    p.add_argument("--planner", choices=PLANNER_CHOICES, default="auto",
+                   help="recommend DINO-WM's published planner settings of this environment (auto: hydra.yaml's "
+                        "env.name; default: DINO-WM's general default; none: record none)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        stats = read_stats(args.stats)
-        import_run(args.run_dir, stats, args.out, args.encoder_weights, args.name, args.checkpoint)
+        provenance = None
+        if args.stats_provenance is not None:
+            cfg, _ = read_run_config(args.run_dir)
+            provenance = stats_provenance(args.stats_provenance, cfg, args.stats_episodes, args.stats_source)
+        stats = read_stats(args.stats, provenance)
+        import_run(args.run_dir, stats, args.out, args.encoder_weights, args.name, args.checkpoint, args.planner)
     except (DinoWMImportError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,10 +1,16 @@
 """Normalisation statistics and the one place that converts actions.
 
 The model works in a normalised space: raw env actions and proprio are
-standardised with the mean/std of the *training split* the model was trained
-on. Those statistics travel inside the model artifact with their provenance;
-nothing recomputes them at serving time (a server that recomputed them over
-the full dataset planned in a shifted action space).
+standardised with the mean/std the model was *trained with*. Those
+statistics travel inside the model artifact with their provenance; nothing
+recomputes them at serving time (a server that recomputed them over the full
+dataset instead of the train split planned in a shifted action space).
+
+The provenance says how they were computed (`SPLITS`): over the training
+split (this project's trainer), by another trainer's recorded rule over
+every episode it loaded (DINO-WM's wall and point-maze loaders compute them
+before their train/val split), or as constants published with the dataset
+(DINO-WM's PushT). Anything else is of unknown origin and refused.
 
 `ActionCodec` is the single conversion between
   env actions  (..., H*frameskip, raw_action_dim)  in env units, and
@@ -23,14 +29,41 @@ import torch
 # inf. Such a dimension carries no information, so a floor is harmless.
 STD_FLOOR = 1e-6
 
+# provenance["split"] -> what it means, and the keys that must then pin it down.
+SPLITS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "train": ("computed over the training split only", ()),
+    "all_loaded": ("computed by the model's trainer over every episode it loaded, before its train/val split "
+                   "(DINO-WM's wall and point-maze loaders)", ("rule", "num_episodes")),
+    "published": ("constants published with the dataset, as the trainer used them (DINO-WM's PushT)",
+                  ("source",)),
+}
+
+
+def check_provenance(provenance: dict[str, Any]) -> None:
+    """Raise ValueError unless `provenance` says where the statistics come from (see SPLITS)."""
+    for key in ("dataset", "split"):
+        if key not in provenance:
+            raise ValueError(f"statistics provenance needs {key!r}; got {provenance}")
+    split = provenance["split"]
+    if split not in SPLITS:
+        raise ValueError(
+            f"statistics of unknown origin (split={split!r}): a model must carry the statistics it was trained with, "
+            f"computed over the training split ('train'), by its trainer's recorded rule over all loaded episodes "
+            f"('all_loaded', with 'rule' and 'num_episodes') or as the dataset's published constants ('published', "
+            f"with 'source'); never relabel other numbers")
+    missing = [k for k in SPLITS[split][1] if provenance.get(k) in (None, "")]
+    if missing:
+        raise ValueError(f"statistics provenance with split={split!r} needs {missing}; got {provenance}")
+
 
 @dataclass
 class NormStats:
     """Args:
     action_mean, action_std: (raw_action_dim,) per raw env action dimension.
     proprio_mean, proprio_std: (proprio_dim,), empty when there is no proprio.
-    provenance: where they were computed: at least `dataset` and `split`
-        (must be "train"), plus counts (`num_episodes`, `num_frames`).
+    provenance: how they were computed: at least `dataset` and `split`
+        ("train", "all_loaded" with `rule` and `num_episodes`, or
+        "published" with `source`; see SPLITS), plus counts.
     """
 
     action_mean: torch.Tensor
@@ -55,12 +88,7 @@ class NormStats:
             raise ValueError("standard deviations must be >= 0")
         self.action_std = self.action_std.clamp_min(STD_FLOOR)
         self.proprio_std = self.proprio_std.clamp_min(STD_FLOOR)
-        for key in ("dataset", "split"):
-            if key not in self.provenance:
-                raise ValueError(f"statistics provenance needs {key!r}; got {self.provenance}")
-        if self.provenance["split"] != "train":
-            raise ValueError(f"statistics must come from the training split, got split="
-                             f"{self.provenance['split']!r}")
+        check_provenance(self.provenance)
 
     def to_dict(self) -> dict[str, Any]:
         return {"action_mean": self.action_mean, "action_std": self.action_std,

@@ -13,6 +13,8 @@ per-step linear maps (DINO-WM's Conv1d with kernel 1).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -22,8 +24,11 @@ from torch import nn
 
 from models.config import WorldModelConfig
 from models.encoders import build_encoder
+from models.inference import InferenceConfig, check_supported, is_out_of_memory, precision
 from models.predictor import KVCache, Predictor
 from models.stats import ActionCodec, NormStats
+
+log = logging.getLogger(__name__)
 
 
 class Latent(NamedTuple):
@@ -63,6 +68,63 @@ class WorldModel(nn.Module):
                                    config.heads, config.dim_head, config.mlp_dim, config.dropout)
         self.register_buffer("image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
+        self.inference = InferenceConfig()
+        self._compiled_rollout: Callable[[Latent, torch.Tensor], Latent] | None = None
+
+    # Inference options -------------------------------------------------------
+    def configure_inference(self, inference: InferenceConfig | None = None, **options: object) -> "WorldModel":
+        """Set precision and compilation for `encode` and `rollout` (see models/inference.py).
+
+        `configure_inference(InferenceConfig(dtype="bf16"))` or
+        `configure_inference(dtype="bf16", compile=True)`. Call after moving the
+        model to its device. Raises ValueError when the device cannot compute
+        in the dtype; a failed compilation only logs a warning (eager fallback).
+        Returns self.
+        """
+        cfg = inference if inference is not None else InferenceConfig(**options)  # type: ignore[arg-type]
+        check_supported(cfg, self.device)
+        float_dtype = cfg.torch_dtype if cfg.reduced and cfg.strategy == "cast" else torch.float32
+        self.to(float_dtype)  # weights: fp32 unless the cast strategy asks otherwise
+        self.inference, self._compiled_rollout = cfg, None
+        if cfg.compile:
+            self._compiled_rollout = self._compile_rollout()
+        log.info("inference: %s on %s", cfg.describe(), self.device)
+        return self
+
+    def _compile_rollout(self) -> Callable[[Latent, torch.Tensor], Latent] | None:
+        """torch.compile the rollout and compile it now, on warm-up rollouts of
+        each `compile_horizons` horizon; None (eager) with a warning when
+        compilation fails.
+
+        The batch axis is marked dynamic on a batch of 2, and a batch of 1 is
+        compiled too (torch specialises sizes 0 and 1): the planner's chunks of
+        any size and its one-sample final scoring then reuse these graphs
+        instead of recompiling mid-plan."""
+        c = self.config
+        try:
+            compiled = torch.compile(self._rollout, backend=self.inference.compile_backend,
+                                     mode=self.inference.compile_mode)
+            for h in self.inference.compile_horizons:
+                for b in (2, 1):
+                    z0 = Latent(torch.zeros(b, c.num_patches, c.visual_dim, device=self.device),
+                                torch.zeros(b, c.proprio_width, device=self.device))
+                    actions = torch.zeros(b, h, c.action_dim, device=self.device)
+                    z0, actions = self._cast_inputs(z0, actions)
+                    if b > 1:
+                        for t in (z0.visual, z0.proprio, actions):
+                            torch._dynamo.mark_dynamic(t, 0)
+                    with torch.inference_mode(), precision(self.inference, self.device):
+                        compiled(z0, actions)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure means "run eagerly"
+            log.warning("torch.compile of the rollout failed on %s (%s: %s); running eagerly",
+                        self.device, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            return None
+        return compiled
+
+    def _cast_inputs(self, z: Latent, actions: torch.Tensor) -> tuple[Latent, torch.Tensor]:
+        """Inputs in the weights' dtype (only the cast strategy changes it)."""
+        dtype = self.action_encoder.weight.dtype
+        return Latent(z.visual.to(dtype), z.proprio.to(dtype)), actions.to(dtype)
 
     # Identity ----------------------------------------------------------------
     @property
@@ -79,7 +141,7 @@ class WorldModel(nn.Module):
                 "action_dim": c.action_dim, "proprio_dim": c.proprio_dim, "num_hist": c.num_hist,
                 "tokens_per_frame": c.tokens_per_frame, "token_dim": c.token_dim,
                 "action_low": c.action_low, "action_high": c.action_high,
-                "stats_provenance": dict(self.stats.provenance)}
+                "stats_provenance": dict(self.stats.provenance), "inference": {**self.inference.describe(), "compiled": self._compiled_rollout is not None}}
 
     # Observations -> latents ----------------------------------------------------
     def preprocess(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -99,7 +161,16 @@ class WorldModel(nn.Module):
 
     def encode(self, pixels: torch.Tensor, proprio: torch.Tensor | None) -> Latent:
         """pixels: (N, 3, S, S) normalised; proprio: (N, proprio_dim) normalised
-        (None when proprio_dim == 0) -> Latent (N, P, Dv), (N, Ep)."""
+        (None when proprio_dim == 0) -> Latent (N, P, Dv), (N, Ep), fp32 whatever
+        the inference dtype."""
+        if self.inference.reduced:
+            with precision(self.inference, self.device):
+                dtype = self.action_encoder.weight.dtype
+                z = self._encode(pixels.to(dtype), None if proprio is None else proprio.to(dtype))
+            return Latent(z.visual.float(), z.proprio.float())
+        return self._encode(pixels, proprio)
+
+    def _encode(self, pixels: torch.Tensor, proprio: torch.Tensor | None) -> Latent:
         visual = self.encoder(pixels)
         if self.proprio_encoder is None:
             emb = visual.new_zeros(visual.shape[0], 0)
@@ -117,9 +188,17 @@ class WorldModel(nn.Module):
         if self.config.proprio_dim:
             if proprio is None:
                 raise ValueError(f"this model needs proprio of size {self.config.proprio_dim}")
-            raw = torch.as_tensor(proprio).to(self.device, torch.float32)
-            norm_proprio = self.codec.normalize_proprio(raw)
-        return self.encode(self.preprocess(frames), norm_proprio)
+            norm_proprio = self.codec.normalize_proprio(self._to_device(torch.as_tensor(proprio)).float())
+        return self.encode(self.preprocess(self._to_device(torch.as_tensor(frames))), norm_proprio)
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """Host tensors go to a CUDA model through pinned memory, asynchronously:
+        the copy overlaps host work, and the kernels that read it are queued
+        behind it on the same stream, so no sync is needed. Frames travel as
+        uint8 (4x fewer bytes than float) and are converted on the device."""
+        if self.device.type != "cuda" or t.device.type != "cpu":
+            return t.to(self.device)
+        return t.pin_memory().to(self.device, non_blocking=True)
 
     # Tokens --------------------------------------------------------------------
     def tokens(self, z: Latent, action_emb: torch.Tensor) -> torch.Tensor:
@@ -167,7 +246,30 @@ class WorldModel(nn.Module):
         """Open-loop rollout from one observed frame (planning; inference only).
 
         z0: Latent (B, P, Dv), (B, Ep); actions: (B, H, action_dim) normalised.
-        Returns Latent (B, H, P, Dv), (B, H, Ep): predicted frames 1..H.
+        Returns Latent (B, H, P, Dv), (B, H, Ep): predicted frames 1..H, in
+        fp32 whatever the inference dtype (`configure_inference`); compiled
+        when configured so (`_rollout` is the computation).
+        """
+        if not self.inference.reduced and self._compiled_rollout is None:
+            return self._rollout(z0, actions)
+        with precision(self.inference, self.device):
+            z0, actions = self._cast_inputs(z0, actions)
+            out = None
+            if self._compiled_rollout is not None:
+                try:
+                    out = self._compiled_rollout(z0, actions)
+                except Exception as exc:  # noqa: BLE001 - any compiled-code failure but OOM: run eagerly
+                    if is_out_of_memory(exc):
+                        raise
+                    log.warning("compiled rollout failed (%s: %s); running eagerly from now on",
+                                type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                    self._compiled_rollout = None
+            if out is None:
+                out = self._rollout(z0, actions)
+        return Latent(out.visual.float(), out.proprio.float())
+
+    def _rollout(self, z0: Latent, actions: torch.Tensor) -> Latent:
+        """The rollout itself (see `rollout` for shapes).
 
         Frames live in one preallocated buffer (no growing concatenation);
         predicted frames are written in place with their next action. While
@@ -202,13 +304,15 @@ class WorldModel(nn.Module):
         return Latent(visual, proprio)
 
     def rollout_bytes_per_sample(self, horizon: int) -> int:
-        """Rough peak activation memory of `rollout` per sample, in bytes (fp32):
-        the frame buffer, the key/value cache, plus one predictor block's
-        temporaries over the widest window, with the attention matrix
-        materialised (worst case)."""
+        """Rough peak activation memory of `rollout` per sample, in bytes, at the
+        inference dtype's element size: the frame buffer, the key/value cache,
+        plus one predictor block's temporaries over the widest window, with the
+        attention matrix materialised (worst case), plus the fp32 outputs."""
         c = self.config
         n = min(horizon, c.num_hist) * c.tokens_per_frame
         inner = c.heads * c.dim_head
         block = n * (3 * c.token_dim + 4 * inner + c.mlp_dim) + c.heads * n * n
         cache = c.depth * n * 2 * inner
-        return 4 * (horizon * c.tokens_per_frame * c.token_dim + cache + 2 * block)
+        outputs = 4 * horizon * (c.num_patches * c.visual_dim + c.proprio_width)
+        return self.inference.element_bytes * (horizon * c.tokens_per_frame * c.token_dim + cache + 2 * block) + (
+            outputs if self.inference.reduced else 0)

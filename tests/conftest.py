@@ -1,7 +1,23 @@
-"""Shared fixtures. Tests run on the CPU with tiny models; nothing is downloaded."""
+"""Shared fixtures. Tests run on the CPU with tiny models; nothing is downloaded.
+
+WM_TEST_DEVICE=cuda (scripts/device_check.sh) puts the models of tests that take
+the `test_device` fixture on that device; the default is the CPU.
+"""
 
 from __future__ import annotations
 
+import os
+
+import pytest
 import torch
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+TEST_DEVICE = os.environ.get("WM_TEST_DEVICE", "cpu")
+
+
+@pytest.fixture(scope="session")
+def test_device() -> torch.device:
+    device = torch.device(TEST_DEVICE)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        pytest.exit(f"WM_TEST_DEVICE={TEST_DEVICE} but CUDA is not available", returncode=2)
+    return device

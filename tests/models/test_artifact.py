@@ -66,3 +66,12 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
         save_model(tiny_model(seed=2), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_artifact_with_statistics_of_unknown_origin_is_refused(tmp_path):
+    path = save_model(tiny_model(), tmp_path / "m.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["stats"]["provenance"] = {"dataset": "d", "split": "all"}  # relabelled, rule unknown
+    torch.save(payload, path)
+    with pytest.raises(ArtifactError, match="unknown origin"):
+        load_model(path)

@@ -232,10 +232,11 @@ def test_cli_refuses_to_write_without_statistics(feature_run, tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"split": "all"}, "training split"),
+    ({"split": "all"}, "unknown origin"),
     ({"split": None}, "split"),
+    ({"split": "all_loaded"}, "needs ['rule']"),
 ])
-def test_statistics_not_declared_as_the_train_split_are_refused(feature_run, tmp_path, capsys, change, message):
+def test_statistics_of_unknown_origin_are_refused(feature_run, tmp_path, capsys, change, message):
     run, _ = feature_run
     prov = {k: v for k, v in {**STATS["provenance"], **change}.items() if v is not None}
     stats = tmp_path / "stats.json"
@@ -244,6 +245,55 @@ def test_statistics_not_declared_as_the_train_split_are_refused(feature_run, tmp
     assert main([str(run.dir), "--encoder-weights", str(run.encoder_weights), "--stats", str(stats),
                  "--out", str(out)]) == 2
     assert message in capsys.readouterr().err and not out.exists()
+
+
+def bare_stats(tmp_path, suffix=".json"):
+    """Statistics as DINO-WM's dataset object holds them: no provenance, state statistics too."""
+    values = {k: v for k, v in STATS.items() if k != "provenance"}
+    values.update(state_mean=[0.0] * 4, state_std=[1.0] * 4)
+    path = tmp_path / f"dino_wm_stats{suffix}"
+    if suffix == ".json":
+        path.write_text(json.dumps(values))
+    else:
+        torch.save({k: torch.tensor(v) for k, v in values.items()}, path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".json", ".pth"])
+def test_dino_wm_loader_statistics_import_with_a_provenance_flag(feature_run, tmp_path, capsys, suffix):
+    run, _ = feature_run
+    stats, out = bare_stats(tmp_path, suffix), tmp_path / "m.pt"
+    base = [str(run.dir), "--encoder-weights", str(run.encoder_weights), "--stats", str(stats), "--out", str(out)]
+    assert main(base) == 2  # a file that does not say where it comes from needs the flag
+    assert "--stats-provenance" in capsys.readouterr().err and not out.exists()
+    assert main([*base, "--stats-provenance", "dino-wm-loader"]) == 2  # how many rollouts?
+    assert "--stats-episodes" in capsys.readouterr().err
+    assert main([*base, "--stats-provenance", "dino-wm-loader", "--stats-episodes", "1920"]) == 0
+    prov = load_model(out).stats.provenance
+    assert (prov["split"], prov["num_episodes"], prov["dataset"]) == ("all_loaded", 1920, "/data/wall")
+    assert "load_wall_slice_train_val" in prov["rule"] and prov["stats_file"] == str(stats)
+
+
+def test_a_file_with_its_own_provenance_is_not_relabelled(feature_run, tmp_path, capsys):
+    run, _ = feature_run
+    assert main([str(run.dir), "--encoder-weights", str(run.encoder_weights), "--stats", str(run.stats),
+                 "--out", str(tmp_path / "m.pt"), "--stats-provenance", "published"]) == 2
+    assert "drop --stats-provenance" in capsys.readouterr().err
+
+
+def test_published_planner_settings_of_the_environment_are_recommended(feature_run, tmp_path):
+    run, model = feature_run  # hydra.yaml env.name: wall
+    assert model.metadata["planner"] == {"horizon": 5, "num_samples": 300, "topk": 30, "var_scale": 1.0,
+                                         "objective": "last", "base": 2.0, "opt_steps": 10, "alpha": 1.0}
+    assert model.metadata["planner_source"]["file"] == "conf/plan_wall.yaml"
+    cfg = CEMConfig.for_model(model, "cuda")
+    assert (cfg.alpha, cfg.opt_steps, cfg.objective) == (1.0, 10, "last")
+    for env, alpha in (("point_maze", 0.0), ("default", 1.0)):
+        other = import_run(run.dir, read_stats(run.stats), tmp_path / f"{env}.pt", run.encoder_weights, planner=env)
+        assert other.metadata["planner"]["alpha"] == alpha
+        CEMConfig.for_model(other)  # every key is a CEMConfig field
+    none = import_run(run.dir, read_stats(run.stats), tmp_path / "none.pt", run.encoder_weights, planner="none")
+    assert "planner" not in none.metadata and CEMConfig.for_model(none) == CEMConfig.cpu_preset()
 
 
 def test_statistics_of_another_action_space_are_refused(feature_run, tmp_path):

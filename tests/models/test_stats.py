@@ -27,11 +27,33 @@ def test_codec_rejects_partial_model_steps():
         ActionCodec(stats(), frameskip=3).to_model(torch.zeros(4, 2))
 
 
-def test_stats_must_come_from_train_split():
-    with pytest.raises(ValueError, match="training split"):
+def test_statistics_of_unknown_origin_are_refused():
+    with pytest.raises(ValueError, match="unknown origin"):
         stats(provenance={"dataset": "d", "split": "all"})
     with pytest.raises(ValueError, match="provenance needs 'split'"):
         stats(provenance={"dataset": "d"})
+    with pytest.raises(ValueError, match="provenance needs 'dataset'"):
+        stats(provenance={"split": "train"})
+
+
+@pytest.mark.parametrize("provenance, missing", [
+    ({"split": "all_loaded", "rule": "DINO-WM wall loader"}, "num_episodes"),
+    ({"split": "all_loaded", "num_episodes": 1920}, "rule"),
+    ({"split": "published"}, "source"),
+    ({"split": "published", "source": ""}, "source"),
+])
+def test_other_trainers_rules_must_be_recorded(provenance, missing):
+    with pytest.raises(ValueError, match=missing):
+        stats(provenance={"dataset": "d", **provenance})
+
+
+@pytest.mark.parametrize("provenance", [
+    {"split": "train"},
+    {"split": "all_loaded", "rule": "DINO-WM datasets/wall_dset.py", "num_episodes": 1920},
+    {"split": "published", "source": "DINO-WM datasets/pusht_dset.py"},
+])
+def test_train_split_trainer_rule_and_published_constants_are_accepted(provenance):
+    assert stats(provenance={"dataset": "d", **provenance}).provenance["split"] == provenance["split"]
 
 
 def test_constant_dimension_gets_a_std_floor_not_inf():

@@ -1,0 +1,163 @@
+"""Reduced precision and torch.compile against fp32, on the shipped default model.
+
+    python -m benchmarks.precision [--json] [--quick] [--episodes 20] [--problems 8] [--threads 1] [--no-compile]
+
+For each inference variant (models/inference.py): fp32, bf16 autocast, bf16
+cast, fp16 autocast, fp32 compiled (inductor):
+
+* speed: a rollout of the CPU preset's samples (100, horizon 5), timed
+  round-robin across variants (medians), and the encode of one frame;
+* agreement with fp32 on wall-environment problems: the overlap of the top-k
+  elites of the same samples, the relative change of their losses, the
+  fp32 plan's loss under the variant, and the variant's own plan scored by
+  the fp32 model (same seed);
+* closed loop: success rate on `--episodes` near-goal wall episodes
+  (client_examples.closed_loop, in-process), for fp32, bf16 autocast and
+  the compiled model.
+
+Ratios are measured in one process, interleaved; the load average is
+recorded. On a CPU without native bf16/fp16 matmuls (no AVX512-BF16/AMX)
+reduced precision is emulated and much slower: the figures say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from typing import Any
+
+import torch
+
+from benchmarks.common import machine, set_threads, wall_problem
+from models import InferenceConfig, WorldModel, load_model
+from planning import CEMConfig, objective, plan
+
+VARIANTS = {
+    "fp32": InferenceConfig(),
+    "bf16-autocast": InferenceConfig(dtype="bf16"),
+    "bf16-cast": InferenceConfig(dtype="bf16", strategy="cast"),
+    "fp16-autocast": InferenceConfig(dtype="fp16"),
+    "fp32-compiled": InferenceConfig(compile=True),
+}
+CLOSED_LOOP = ("fp32", "fp32-compiled", "bf16-autocast")  # cheapest first: partial results still say something
+PLANS = ("bf16-autocast", "fp32-compiled")  # plan-level agreement (emulated fp16/bf16-cast plans are slow on CPU)
+
+
+def _losses(model: WorldModel, cem: CEMConfig, z: Any, g: Any, actions: torch.Tensor) -> torch.Tensor:
+    rep = torch.zeros(actions.shape[0], dtype=torch.long)
+    return objective(model.rollout(z.index(rep), actions), g.index(rep), cem.objective, cem.alpha, cem.base)
+
+
+def agreement(ref: WorldModel, model: WorldModel, problems: Any, cem: CEMConfig, plans: bool) -> dict[str, Any]:
+    """Elites and losses of the same samples; with `plans`, also the plans (one per problem) of both."""
+    lo, hi = ref.codec.model_bounds(ref.config.action_low, ref.config.action_high)
+    overlap, rel, same_plan, own_plan = [], [], [], []
+    with torch.inference_mode():
+        for i in range(problems.batch):
+            z, g = problems.z_obs.index(slice(i, i + 1)), problems.z_goal.index(slice(i, i + 1))
+            samples = torch.randn(cem.num_samples, cem.horizon, ref.config.action_dim,
+                                  generator=torch.Generator().manual_seed(i)).clamp(lo, hi)
+            l_ref, l_var = _losses(ref, cem, z, g, samples), _losses(model, cem, z, g, samples)
+            a = set(l_ref.topk(cem.topk, largest=False).indices.tolist())
+            b = set(l_var.topk(cem.topk, largest=False).indices.tolist())
+            overlap.append(len(a & b) / cem.topk)
+            rel.append(float(((l_var - l_ref).abs() / l_ref.abs().clamp_min(1e-12)).median()))
+            if not plans:
+                continue
+            (p_ref,) = plan(ref, z, g, cem, seeds=[i])
+            (p_var,) = plan(model, z, g, cem, seeds=[i])
+            same_plan.append(abs(float(_losses(model, cem, z, g, p_ref.actions[None])) - p_ref.loss)
+                             / max(p_ref.loss, 1e-12))
+            own_plan.append((float(_losses(ref, cem, z, g, p_var.actions[None])), p_ref.loss))
+    out: dict[str, Any] = {"elite_overlap_min": min(overlap), "elite_overlap_mean": round(statistics.fmean(overlap), 3),
+                           "sample_loss_rel_error_median": round(statistics.median(rel), 4)}
+    if plans:
+        out.update(same_plan_loss_rel_error_max=round(max(same_plan), 4),
+                   own_plan_fp32_loss_vs_fp32_plan=[[round(x, 5), round(y, 5)] for x, y in own_plan])
+    return out
+
+
+def speed(models: dict[str, WorldModel], problems: Any, cem: CEMConfig, rounds: int) -> dict[str, dict[str, float]]:
+    z = problems.z_obs.index(torch.zeros(cem.num_samples, dtype=torch.long))
+    actions = torch.randn(cem.num_samples, cem.horizon, next(iter(models.values())).config.action_dim)
+    times: dict[str, list[float]] = {k: [] for k in models}
+    enc: dict[str, list[float]] = {k: [] for k in models}
+    with torch.inference_mode():
+        for m in models.values():
+            m.rollout(z, actions)  # warm-up
+        for _ in range(rounds):
+            for name, m in models.items():
+                t0 = time.perf_counter()
+                m.rollout(z, actions)
+                times[name].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                m.encode_observation(problems.frames[:1], problems.proprio[:1])
+                enc[name].append(time.perf_counter() - t0)
+    base = statistics.median(times["fp32"])
+    return {k: {"rollout_ms": round(1000 * statistics.median(v), 2), "encode_ms": round(1000 * statistics.median(enc[k]), 2),
+                "rollout_speed_vs_fp32": round(base / statistics.median(v), 3)} for k, v in times.items()}
+
+
+def closed_loop(model: WorldModel, episodes: int, seed: int) -> dict[str, Any]:
+    from client_examples.closed_loop import InProcessPlanner, evaluate
+
+    return evaluate(InProcessPlanner(model, seed=seed), episodes, seed, "near", out=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.precision", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="2 problems, 2 episodes, eager-backend compile")
+    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--problems", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-compile", action="store_true", help="skip the compiled variant")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+    set_threads(args.threads)
+    variants = dict(VARIANTS)
+    if args.no_compile:
+        variants.pop("fp32-compiled")
+    elif args.quick:
+        variants["fp32-compiled"] = InferenceConfig(compile=True, compile_backend="eager")
+    n_prob, episodes, rounds = (2, 2, 1) if args.quick else (args.problems, args.episodes, args.rounds)
+    load_before = machine()["load_average_1m"]
+    models, load_s = {}, {}
+    for name, cfg in variants.items():
+        t0 = time.perf_counter()
+        models[name] = load_model(None, device=args.device, inference=cfg)
+        load_s[name] = round(time.perf_counter() - t0, 1)
+    ref = models["fp32"]
+    cem = CEMConfig.for_model(ref, ref.device.type)
+    if args.quick:
+        cem = dataclasses.replace(cem, opt_steps=2, num_samples=20, topk=4)
+    problems = wall_problem(ref, n_prob, seed=0)
+    result: dict[str, Any] = {"machine": machine(), "load_average_1m_start": load_before, "cem": cem.to_dict(),
+                              "problems": n_prob, "episodes": episodes, "load_seconds": load_s,
+                              "speed": speed(models, problems, cem, rounds), "agreement": {}, "closed_loop": {}}
+    print(json.dumps({"speed": result["speed"], "load_seconds": load_s}), file=sys.stderr, flush=True)
+    for name, m in models.items():
+        if name != "fp32":
+            result["agreement"][name] = agreement(ref, m, problems, cem, plans=name in PLANS)
+            print(json.dumps({"agreement": {name: result["agreement"][name]}}), file=sys.stderr, flush=True)
+        result["inference"] = {k: v.describe()["inference"] for k, v in models.items()}
+    for name in CLOSED_LOOP:
+        if name in models:
+            result["closed_loop"][name] = closed_loop(models[name], episodes, seed=0)
+            print(json.dumps({"closed_loop": {name: result["closed_loop"][name]}}), file=sys.stderr, flush=True)
+    result["load_average_1m_end"] = machine()["load_average_1m"]
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
