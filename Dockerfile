@@ -17,7 +17,7 @@ ARG EXTRAS=""
 
 WORKDIR /app
 # Dependencies first, from pyproject.toml alone: a code change reuses this layer.
-# torch is already in the image and satisfies the project's torch>=2.2, so pip keeps it.
+# torch is already in the image and satisfies the project's torch>=2.6, so pip keeps it.
 COPY pyproject.toml ./
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
 extras = [e for e in '${EXTRAS}'.split(',') if e]; \

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -70,6 +70,19 @@ class WorldModel(nn.Module):
         self.register_buffer("image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
         self.inference = InferenceConfig()
         self._compiled_rollout: Callable[[Latent, torch.Tensor], Latent] | None = None
+        # The artifact's free-form facts (training run, provenance of its planner settings);
+        # `load_model` fills it. Its "planner" entry is the trainer's recommendation.
+        self.metadata: dict[str, Any] = {}
+
+    @property
+    def planner_recommendation(self) -> dict[str, Any]:
+        """Planner settings the model's trainer (or its importer) recommends: the artifact's
+        metadata "planner" (e.g. objective "all", alpha 10; a solver `method`). Validated by
+        `planning.CEMConfig.for_model`, which puts them over the device preset."""
+        recommended = self.metadata.get("planner") or {}
+        if not isinstance(recommended, dict):
+            raise ValueError(f"model metadata 'planner' must be a mapping of planner settings, not {recommended!r}")
+        return dict(recommended)
 
     # Inference options -------------------------------------------------------
     def configure_inference(self, inference: InferenceConfig | None = None, **options: object) -> "WorldModel":

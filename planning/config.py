@@ -126,7 +126,7 @@ class CEMConfig:
         top (artifact metadata "planner", e.g. the objective and alpha that
         reach goals with this model's latent space)."""
         base = cls.paper() if device_type == "cuda" else cls.cpu_preset()
-        recommended = dict(getattr(model, "metadata", {}).get("planner") or {})
+        recommended = model.planner_recommendation
         unknown = sorted(set(recommended) - set(cls.field_names()))
         if unknown:
             raise ValueError(f"model metadata 'planner' has unknown CEM settings {unknown}")

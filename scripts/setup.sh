@@ -7,7 +7,7 @@
 #   * an NVIDIA GPU (nvidia-smi works): pip's default torch, a CUDA build;
 #   * no GPU: a CPU build. A CPU wheel already on disk in pip's configured
 #     find-links wins (no download); otherwise PyTorch's CPU index.
-# The project's own `torch>=2.2` is then already satisfied, so installing the
+# The project's own `torch>=2.6` is then already satisfied, so installing the
 # project pulls no second torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,7 @@ if "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     echo "setup: torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)') already installed"
 elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
     echo "setup: GPU found, installing the default (CUDA) torch"
-    "${pip[@]}" install "torch>=2.2"
+    "${pip[@]}" install "torch>=2.6"
 else
     echo "setup: no GPU, installing a CPU build of torch"
     # A CPU wheel already on disk in pip's configured find-links wins (no
@@ -35,7 +35,7 @@ else
     if [[ "$local_ver" == *+cpu* ]]; then
         "${pip[@]}" install -q "torch==${local_ver}"
     else
-        "${pip[@]}" install -q "torch>=2.2" --index-url https://download.pytorch.org/whl/cpu \
+        "${pip[@]}" install -q "torch>=2.6" --index-url https://download.pytorch.org/whl/cpu \
             --extra-index-url https://pypi.org/simple
     fi
 fi

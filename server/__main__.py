@@ -40,9 +40,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from server.http import uvicorn_config
 
     try:
-        resolve_device(settings.device)
+        device = resolve_device(settings.device)
     except (ValueError, RuntimeError) as exc:
         log.error("invalid --device %r: %s", settings.device, exc)
+        return 2
+    from models.inference import InferenceConfig, check_supported
+
+    try:
+        check_supported(InferenceConfig(dtype=settings.dtype), device)
+    except ValueError as exc:
+        log.error("invalid --dtype %r on %s: %s", settings.dtype, device, exc)
         return 2
 
     model_path = Path(settings.model) if settings.model is not None else Path(DEFAULT_MODEL_PATH)

@@ -29,6 +29,7 @@ import torch
 
 import models
 from models import DEFAULT_MODEL_PATH, Latent, WorldModel, load_model
+from models.inference import InferenceConfig
 from planning import CEMConfig, PlanBatch, PlanResult
 from planning.icem import population
 from server.memory import max_rss_bytes, rss_bytes
@@ -146,12 +147,14 @@ class Engine:
 
     @classmethod
     def load(cls, path: str | Path | None, device: str = "auto", threads: int | None = None,
-             planner: dict[str, Any] | None = None) -> Engine:
+             planner: dict[str, Any] | None = None, dtype: str = "fp32", compile: bool = False) -> Engine:
         """Load the model once and build its default planner config (blocking).
 
         path: artifact (None: the shipped default). threads: torch intra-op
         threads (None: leave torch's). planner: operator defaults over the
-        device preset and the model's own recommendation.
+        device preset and the model's own recommendation. dtype, compile:
+        the model's inference options (models/inference.py); compilation
+        covers the default planner's horizon.
         """
         dev = resolve_device(device)
         if threads is not None:
@@ -160,6 +163,9 @@ class Engine:
         model = load_model(path, device=str(dev))
         model_id = model_identity(str(path if path is not None else DEFAULT_MODEL_PATH))
         base = dataclasses.replace(CEMConfig.for_model(model, dev.type), **(planner or {}))
+        if dtype != "fp32" or compile:
+            model.configure_inference(InferenceConfig(dtype=dtype, compile=compile,
+                                                      compile_horizons=(base.horizon,)))
         log.info("loaded model %s (%d parameters) on %s in %.1f s with %d torch threads; planner defaults %s",
                  model.config.name, model.num_parameters(), dev, time.monotonic() - started,
                  torch.get_num_threads(), base)

@@ -16,8 +16,9 @@ a batch together come back together a few ms later, so an idle worker waits
 up to ``batch_wait_s`` for as many companions as the last batch had.
 
 Fairness: up to ``max_running`` batches are open at once and the worker runs
-one planner iteration at a time, always of the batch with the least work
-left (shortest remaining cost first). A light plan that arrives while a
+one planner iteration at a time, always of the batch whose requests have the
+least work left (shortest remaining cost first, per request: a batch of
+several light plans does not wait behind a lone one). A light plan that arrives while a
 heavy one runs waits for at most the heavy batch's current iteration, then
 runs to its end. A batch not stepped for ``starvation_s`` gets the next
 iteration, so heavy work still progresses under a stream of light work.
@@ -89,7 +90,13 @@ class _Running:
     last_stepped: float = field(default_factory=time.monotonic)
 
     def remaining_gflop(self) -> float:
-        return len(self.run.plan.active) * self.iteration_gflop * self.iterations_left
+        """All the work this batch may still do (admission counts it)."""
+        return len(self.run.plan.active) * self.request_left_gflop()
+
+    def request_left_gflop(self) -> float:
+        """The work one of its requests may still do: what its clients wait for (the scheduler's priority).
+        Per request, not per batch, so a batch of several light plans is not put behind a lone one."""
+        return self.iteration_gflop * self.iterations_left
 
 
 @dataclass
@@ -293,7 +300,7 @@ class Scheduler:
                                           [False] * len(jobs), [False] * len(jobs)))
 
     def _pick(self) -> _Running | None:
-        """Shortest remaining cost first, unless a batch has waited past starvation_s."""
+        """Least work left per request first, unless a batch has waited past starvation_s."""
         with self._cond:
             if not self._running:
                 return None
@@ -301,7 +308,7 @@ class Scheduler:
             starved = [r for r in self._running if now - r.last_stepped > self.starvation_s]
             if starved:
                 return min(starved, key=lambda r: r.last_stepped)
-            return min(self._running, key=lambda r: r.remaining_gflop())
+            return min(self._running, key=lambda r: (r.request_left_gflop(), r.last_stepped))
 
     def _step(self, running: _Running) -> None:
         for i, job in enumerate(running.jobs):

@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     )
     port: int = Field(default=8000, ge=0, le=65535, description="0 picks a free port")
     device: str = Field(default="auto", description="auto (cuda if available), cpu, cuda, cuda:N")
+    dtype: Literal["fp32", "bf16", "fp16"] = Field(
+        default="fp32",
+        description="precision the encoder and predictor compute in (autocast; weights and outputs stay fp32); "
+        "bf16/fp16 only where the device computes them (docs/gpu.md): refused at start-up otherwise")
+    compile: bool = Field(
+        default=False,
+        description="torch.compile the rollout at load (minutes on a CPU; falls back to eager with a warning)")
     api_key: SecretStr | None = Field(
         default=None,
         description="when set, every endpoint but /health needs 'Authorization: Bearer KEY'; "
