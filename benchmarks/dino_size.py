@@ -53,7 +53,7 @@ from benchmarks.common import QUICK_DINO, ROOT, dino_wm_config, machine, random_
 from benchmarks.flops import encoder_flops, plan_flops, rollout_flops
 from models import InferenceConfig, WorldModel, WorldModelConfig, load_model, save_model
 from planning import CEMConfig, plan
-from planning.cem import _Evaluator
+from planning.evaluate import Evaluator
 
 
 # Artifacts -----------------------------------------------------------------------
@@ -165,7 +165,7 @@ def measure_model(model: WorldModel, samples: int, plan_iterations: int, peak: f
             z_obs = model.encode_observation(frames[:1], proprio[:1])
         out["encode"] = _row(ph, encoder_flops(c), peak)
         z_goal = model.encode_observation(frames[1:], proprio[1:])
-        evaluate = _Evaluator(model, z_obs, z_goal, cem)
+        evaluate = Evaluator(model, z_obs, z_goal, cem)
         actions = torch.randn(1, samples, cem.horizon, c.action_dim, generator=torch.Generator().manual_seed(seed))
         req = torch.zeros(1, dtype=torch.long, device=dev)
         with Phase(dev) as ph:

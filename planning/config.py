@@ -36,7 +36,8 @@ class CEMConfig:
     min_improvement: stop when the best loss improved by less than this
         fraction over the last `patience` iterations.
     memory_budget_mb: activation memory one chunk of samples may use; the
-        chunk size is derived from it (halved on out-of-memory).
+        chunk size is derived from it (halved on out-of-memory). None: 1024 MB
+        on CPU, half the device's free memory on CUDA.
     chunk_size: force a chunk size (samples per forward pass); None = derive.
     elite_std: "biased" (divide by k, TD-MPC2) or "unbiased" (k - 1, DINO-WM)
         std of the elites when sigma is refit (CEM, iCEM).
@@ -70,7 +71,7 @@ class CEMConfig:
     min_iterations: int = 5
     patience: int = 3
     min_improvement: float = 0.02
-    memory_budget_mb: float = 1024.0
+    memory_budget_mb: float | None = None
     chunk_size: int | None = None
     elite_std: Literal["biased", "unbiased"] = "biased"
     icem_beta: float = 2.0
@@ -90,8 +91,10 @@ class CEMConfig:
         _check_int("min_iterations", self.min_iterations, minimum=0)
         if self.chunk_size is not None:
             _check_int("chunk_size", self.chunk_size, minimum=1, extra=" or None")
-        for name in ("var_scale", "base", "memory_budget_mb", "mppi_temperature", "grad_lr", "icem_decay"):
+        for name in ("var_scale", "base", "mppi_temperature", "grad_lr", "icem_decay"):
             _check_float(self, name, positive=True)
+        if self.memory_budget_mb is not None:
+            _check_float(self, "memory_budget_mb", positive=True)
         for name in ("min_std", "alpha", "min_improvement", "icem_beta", "icem_keep_elites"):
             _check_float(self, name, positive=False)
         if self.icem_decay < 1:

@@ -25,6 +25,9 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
+CPU_MEMORY_BUDGET_MB = 1024.0  # a chunk's activations on CPU when the config sets no budget
+
+
 class Evaluator:
     """Scores action sequences with chunked rollouts; halves the chunk on OOM."""
 
@@ -37,10 +40,16 @@ class Evaluator:
         self.grad_rollouts = torch.zeros(b, dtype=torch.long, device=z_obs.visual.device)
 
     def _chunk_from_budget(self) -> int:
-        budget = self.cfg.memory_budget_mb * 2**20
+        """Samples per forward pass. On CUDA the budget is half the device's free memory
+        unless the config sets one (then the smaller of the two): a fixed 1 GB would cut a
+        DINO-WM-size iteration into chunks of 9 samples on a GPU with 100+ GB free."""
         if self.model.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.model.device)
-            budget = min(budget, 0.5 * free)
+            budget = 0.5 * free
+            if self.cfg.memory_budget_mb is not None:
+                budget = min(budget, self.cfg.memory_budget_mb * 2**20)
+        else:
+            budget = (self.cfg.memory_budget_mb or CPU_MEMORY_BUDGET_MB) * 2**20
         return max(1, int(budget // self.model.rollout_bytes_per_sample(self.cfg.horizon)))
 
     def __call__(self, req: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:

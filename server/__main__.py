@@ -14,25 +14,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
-from pydantic import ValidationError
-from pydantic_settings import CliApp, SettingsError
 
-from server.settings import Settings
+from server.settings import Settings, from_cli
 
 log = logging.getLogger("server")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        settings = CliApp.run(Settings, cli_args=list(sys.argv[1:] if argv is None else argv))
-    except (ValidationError, SettingsError) as exc:
-        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-        log.error("invalid settings: %s", exc)
+    settings = from_cli(Settings, argv)
+    if settings is None:
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     # Imported here so that --help and bad flags answer without importing torch.
     from models import DEFAULT_MODEL_PATH
     from server.app import create_app

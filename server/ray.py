@@ -26,10 +26,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import Field, ValidationError
-from pydantic_settings import CliApp, SettingsError
+from pydantic import Field
 
-from server.settings import Settings
+from server.settings import Settings, from_cli
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +122,9 @@ def _secrets_revealed(settings: Settings) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        settings = CliApp.run(RaySettings, cli_args=list(sys.argv[1:] if argv is None else argv))
-    except (ValidationError, SettingsError) as exc:
-        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-        log.error("invalid settings: %s", exc)
+    settings = from_cli(RaySettings, argv)
+    if settings is None:
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import ray
     from ray import serve
 

@@ -9,13 +9,17 @@ defaults take JSON or dotted flags: ``WM_PLANNER='{"num_samples": 100}'`` or
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict, SettingsError
 
 from server.schemas import PlannerOverrides
 
@@ -199,3 +203,18 @@ def usable_cores() -> int:
     except (OSError, ValueError):
         pass
     return cores
+
+
+S = TypeVar("S", bound=Settings)
+
+
+def from_cli(cls: type[S], argv: Sequence[str] | None) -> S | None:
+    """Parse flags over WM_* variables and configure logging; None (after logging why) when invalid."""
+    try:
+        settings = CliApp.run(cls, cli_args=list(sys.argv[1:] if argv is None else argv))
+    except (ValidationError, SettingsError) as exc:
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("server").error("invalid settings: %s", exc)
+        return None
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return settings

@@ -11,7 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from client_examples.client import PlanningClient
 from models import DEFAULT_MODEL_PATH
