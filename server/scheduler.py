@@ -196,11 +196,6 @@ class Scheduler:
             return f"one planner iteration has run for {time.monotonic() - started:.0f} s (wedged?)"
         return None
 
-    def stop_accepting(self) -> None:
-        """New submissions get ShuttingDown; queued and running work goes on."""
-        with self._cond:
-            self._closing = True
-
     # -- accounting (under the lock) ---------------------------------------------------
 
     def _outstanding_gflop(self) -> float:

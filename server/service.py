@@ -17,7 +17,7 @@ import uuid
 import numpy as np
 import torch
 
-from planning import MPCSession, warm_start
+from planning import CEMConfig, MPCSession, warm_start
 from server import planner
 from server.decoding import decode
 from server.engine import PlanInput, PlanOutput
@@ -146,7 +146,8 @@ async def _replan_stateless(runtime: Runtime, body: ReplanRequest, received_at: 
     return _response(runtime, None, done, job, state.goal_id, received_at, decoded_at, obs.warnings)
 
 
-def _config(runtime: Runtime, overrides: PlannerOverrides | None):  # noqa: ANN202 - (CEMConfig, float)
+def _config(runtime: Runtime, overrides: PlannerOverrides | None) -> tuple[CEMConfig, float]:
+    """The request's planner config (validated, within limits) and its cost in GFLOPs."""
     engine = runtime.ready_engine()
     values = overrides.model_dump(exclude_none=True) if overrides is not None else {}
     config = planner.resolve(engine.base_config, values, runtime.limits)
