@@ -69,7 +69,7 @@ def train_val_gap(c: Curve, t: Thresholds) -> Finding | None:
     share = d.not_shared_total / d.gap if d.gap else float("inf")
     rel = d.same_loss_gap / d.val_total if d.val_total else float("nan")
     same = ", ".join(d.shared) or "the terms both totals share"
-    verdict = (f"not overfitting" if rel < t.overfitting_gap else
+    verdict = ("not overfitting" if rel < t.overfitting_gap else
                "that part is a generalisation gap (see overfitting)")
     fitted = [s for s, w in d.weights.items() if w.source == "fit"]
     unexplained = ("; weights of the " + " and ".join(fitted) + " terms fitted from the log (it logs no loss_weights)"
