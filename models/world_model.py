@@ -201,10 +201,10 @@ class WorldModel(nn.Module):
         if self.config.proprio_dim:
             if proprio is None:
                 raise ValueError(f"this model needs proprio of size {self.config.proprio_dim}")
-            norm_proprio = self.codec.normalize_proprio(self._to_device(torch.as_tensor(proprio)).float())
-        return self.encode(self.preprocess(self._to_device(torch.as_tensor(frames))), norm_proprio)
+            norm_proprio = self.codec.normalize_proprio(self.to_device(torch.as_tensor(proprio)).float())
+        return self.encode(self.preprocess(self.to_device(torch.as_tensor(frames))), norm_proprio)
 
-    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+    def to_device(self, t: torch.Tensor) -> torch.Tensor:
         """Host tensors go to a CUDA model through pinned memory, asynchronously:
         the copy overlaps host work, and the kernels that read it are queued
         behind it on the same stream, so no sync is needed. Frames travel as

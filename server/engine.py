@@ -225,21 +225,16 @@ class Engine:
         frames: N arrays (H_i, W_i, 3), uint8 or float32 in [0, 1], each resized
         by the model's own transform; proprio: N arrays (proprio_dim,) or None.
         """
-        # (N, 3, S, S): each frame through the training transform, then one batch
-        pixels = torch.cat([self.model.preprocess(self._to_device(f)[None]) for f in frames])
+        # (N, 3, S, S): each frame to the device (the model's pinned, non-blocking copy) and
+        # through the training transform, then one encoder pass over the batch
+        to_device = self.model.to_device
+        pixels = torch.cat([self.model.preprocess(to_device(torch.from_numpy(f)[None])) for f in frames])
         state = None
         if self.model.config.proprio_dim:
             raw = torch.from_numpy(np.stack(proprio).astype(np.float32, copy=False))  # (N, P)
-            state = self.model.codec.normalize_proprio(self._to_device(raw))
+            state = self.model.codec.normalize_proprio(to_device(raw))
         with torch.inference_mode():
             return self.model.encode(pixels, state)
-
-    def _to_device(self, array: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Host -> device; on CUDA through pinned memory, without blocking the host."""
-        t = torch.from_numpy(array) if isinstance(array, np.ndarray) else array
-        if self.device.type == "cuda":
-            return t.pin_memory().to(self.device, non_blocking=True)
-        return t
 
     def env_actions(self, actions: torch.Tensor) -> np.ndarray:
         """Normalised (H, action_dim) -> raw env units (H * frameskip, raw_action_dim)."""
@@ -253,6 +248,7 @@ class Engine:
         blank = np.zeros((size, size, 3), dtype=np.uint8)
         proprio = np.zeros(self.proprio_dim, dtype=np.float32) if self.proprio_dim else None
         run = self.start([PlanInput(blank, proprio, self.base_config, goal=blank, goal_proprio=proprio, seed=0)])
+        run.plan.step()  # one full iteration: allocations of the default chunk size
         run.plan.cancel(0)
         while not run.plan.done:
             run.plan.step()

@@ -277,6 +277,8 @@ class StatsResponse(_Strict):
         description="the scheduler: jobs pending and running, outstanding GFLOPs against the budget, "
         "queue wait, jobs dropped (client left, deadline, shutdown), requests refused as overloaded")
     decode: dict[str, Any] = Field(description="decoded frame bytes in flight, their peak and budget")
+    goal_cache: dict[str, int] = Field(description="goal latents held for stateless replans: size, capacity, hits, "
+                                       "misses (a miss asks the client for the goal)")
     sessions: SessionStats
     device: dict[str, Any]
     model: dict[str, Any] | None

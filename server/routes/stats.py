@@ -103,6 +103,8 @@ def build_stats(runtime: Runtime) -> StatsResponse:
         queue=queue,
         decode={"in_flight_bytes": budget.in_flight, "peak_bytes": budget.peak, "budget_bytes": budget.max_bytes,
                 "waits": budget.waits},
+        goal_cache={"size": len(runtime.goals), "capacity": runtime.goals.capacity, "hits": runtime.goals.hits,
+                    "misses": runtime.goals.misses},
         sessions={"active": len(store), "max": store.max_sessions, "ttl_s": store.ttl_s, **store.counts},
         device=engine.memory() | {"device": str(engine.device)} if engine else {},
         model=engine.describe() if engine else None,

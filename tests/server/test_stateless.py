@@ -81,6 +81,8 @@ def test_another_replica_asks_for_the_goal_once(server_url, other_url):
     assert {with_goal["served_by"], here["served_by"]} == {"replica-b", here["served_by"]} != {"replica-b"}
     # Now the other replica holds the goal.
     ok(post(other_url, "/replan", {"mpc_state": with_goal["mpc_state"], "obs": raw(4), "proprio": PROPRIO}))
+    cache = PlanningClient(other_url).stats()["goal_cache"]
+    assert cache["misses"] >= 1 and cache["hits"] >= 1 and cache["size"] >= 1
     wrong_goal = step | {"goal": raw(9), "goal_proprio": GOAL_PROPRIO}
     assert error(post(other_url, "/replan", wrong_goal)) == (422, "mpc_state.goal_mismatch", "goal")
 
