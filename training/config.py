@@ -46,6 +46,10 @@ class PhaseConfig:
     divergence_factor: stop when validation loss exceeds this multiple of the
         best so far (a diverging run), keeping the best checkpoint.
     val_batches: validation batches per epoch (fixed, seeded).
+    snapshot_every: every this many epochs, keep the phase's model as it is
+        then in `snapshots/<phase>-<epoch>.pt` (servable artifacts, for
+        evaluating how planning success tracked the losses); 0 = off. Only
+        the predictor phase yields a servable model.
     """
 
     epochs: int = 10
@@ -62,11 +66,14 @@ class PhaseConfig:
     min_lr: float = 1e-5
     divergence_factor: float = 10.0
     val_batches: int = 8
+    snapshot_every: int = 0
 
     def __post_init__(self) -> None:
         for name in ("steps_per_epoch", "batch_size", "patience", "val_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.snapshot_every < 0:
+            raise ValueError(f"snapshot_every={self.snapshot_every}: must be >= 0 (0 = off)")
         if self.epochs < 0:
             raise ValueError(f"epochs={self.epochs}: must be >= 0")
         if not self.lr > 0:

@@ -146,6 +146,10 @@ class Phase(ABC):
         """Entries this phase adds to latest.pt (tensors and plain types only)."""
         return {}
 
+    def save_snapshot(self, state: State, path: Path) -> bool:
+        """Write the model as it is now to `path` as a servable artifact; False if this phase has none."""
+        return False
+
     def restore(self, payload: dict[str, Any]) -> None:
         """Read back what `checkpoint` wrote (older files may lack it)."""
 
@@ -268,11 +272,18 @@ class PredictorPhase(Phase):
     def loss_weights(self) -> dict[str, float]:
         return {"pred_visual": 1.0, "pred_proprio": self.ctx.cfg.alpha}  # pred_proprio is logged unweighted
 
-    def save_best(self, state: State) -> None:
+    def _metadata(self, state: State) -> dict[str, Any]:
         cfg = self.ctx.cfg
-        save_model(self.ctx.model, self.ctx.out / "best.pt", metadata={
-            "trained_by": "training.trainer", "dataset": str(cfg.dataset), "seed": cfg.seed,
-            "best_val": state.best_val, "predictor_epoch": state.epoch, "planner": dict(cfg.planner)})
+        return {"trained_by": "training.trainer", "dataset": str(cfg.dataset), "seed": cfg.seed,
+                "best_val": state.best_val, "predictor_epoch": state.epoch, "planner": dict(cfg.planner)}
+
+    def save_best(self, state: State) -> None:
+        save_model(self.ctx.model, self.ctx.out / "best.pt", metadata=self._metadata(state))
+
+    def save_snapshot(self, state: State, path: Path) -> bool:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_model(self.ctx.model, path, metadata=self._metadata(state))
+        return True
 
     def restore_best(self, state: State) -> None:
         path = self.ctx.out / "best.pt"

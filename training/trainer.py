@@ -27,6 +27,8 @@ Run folder:
     metrics.before-best-N.jsonl   the full log as it was before the Nth
                     resume from best
     config.json     the resolved training config
+    snapshots/predictor-NNN.pt   the model after predictor epoch NNN, every
+                    `snapshot_every` epochs (off by default)
 """
 
 from __future__ import annotations
@@ -276,6 +278,8 @@ class Trainer:
         if math.isfinite(val["loss"]) and val["loss"] < s.best_val:
             s.best_val, s.best_epoch = val["loss"], s.epoch
             phase.save_best(s)
+        if pc.snapshot_every and s.epoch % pc.snapshot_every == 0:
+            phase.save_snapshot(s, self.out / "snapshots" / f"{phase.name}-{s.epoch:03d}.pt")
         s.bad_epochs = 0 if improved else s.bad_epochs + 1
         weights = phase.loss_weights()
         row = {"phase": phase.name, "epoch": s.epoch, "time": time.time(), "epoch_seconds": round(seconds, 3),

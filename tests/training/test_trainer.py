@@ -61,6 +61,19 @@ def test_a_short_run_writes_a_servable_model_and_per_component_metrics(dataset, 
     assert gap.same_loss_gap == pytest.approx(rows[-1]["val_loss"] - rows[-1]["train_loss"], rel=1e-6)
 
 
+def test_snapshots_keep_the_predictor_of_every_nth_epoch_as_a_servable_model(dataset, tmp_path):
+    snap = PhaseConfig(**{**PHASE.__dict__, "epochs": 3, "snapshot_every": 2})
+    Trainer(config(dataset, tmp_path, encoder=snap, predictor=snap), progress=False).run()
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == ["predictor-002.pt"]  # encoders are not servable
+    model = load_model(tmp_path / "snapshots" / "predictor-002.pt")
+    assert model.metadata["predictor_epoch"] == 2
+    final = torch.load(tmp_path / "latest.pt", weights_only=True)["model"]  # after epoch 3: other weights
+    snapshot = weights(tmp_path / "snapshots" / "predictor-002.pt")
+    assert any(not torch.equal(snapshot[k], final[k]) for k in snapshot)
+    with pytest.raises(ValueError, match="snapshot_every=-1"):
+        PhaseConfig(snapshot_every=-1)
+
+
 @pytest.mark.parametrize("stop_at", [4, 9])  # mid encoder epoch 2; mid predictor epoch 2
 def test_sigint_saves_latest_and_resume_continues_exactly(dataset, tmp_path, stop_at):
     Trainer(config(dataset, tmp_path / "straight"), progress=False).run()
