@@ -159,7 +159,7 @@ def reachable_problem(model: WorldModel, batch: int, horizon: int, seed: int) ->
 def wall_problem(model: WorldModel, batch: int, seed: int) -> Problem:
     """B problems from the wall environment, for a model trained on it: DINO-WM's
     "near" goals (5 model steps of random actions from the start)."""
-    from client_examples.closed_loop import make_tasks
+    from envs.tasks import wall_tasks as make_tasks
     from envs import WallEnv
 
     env = WallEnv()

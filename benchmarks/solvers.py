@@ -35,7 +35,9 @@ import torch
 
 from benchmarks.common import ROOT, find_default_model, machine, set_threads
 from benchmarks.flops import encoder_flops, rollout_flops
-from client_examples.closed_loop import BUDGETS, make_tasks, run_episode
+from client_examples.closed_loop import run_episode
+from envs.tasks import WALL_BUDGETS as BUDGETS
+from envs.tasks import wall_tasks as make_tasks
 from envs import WallEnv
 from models import WorldModel, load_model
 from planning import CEMConfig, MPCSession, PlanResult, plan

@@ -34,8 +34,9 @@ from typing import Protocol
 import numpy as np
 
 from envs import WallEnv, is_success
+from envs.tasks import WALL_BUDGETS as BUDGETS
+from envs.tasks import wall_tasks as make_tasks
 
-BUDGETS = {"near": 10, "far": 40}
 
 
 class Planner(Protocol):
@@ -126,28 +127,6 @@ class EpisodeResult:
     steps: int  # model steps executed
     final_distance: float
     plan_ms: list[float]
-
-
-def make_tasks(kind: str, n: int, seed: int, env: WallEnv, frameskip: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(start, goal) state pairs, deterministic for a seed."""
-    if kind not in BUDGETS:
-        raise ValueError(f"goals={kind!r}: expected one of {sorted(BUDGETS)}")
-    rng = np.random.default_rng(seed)
-    tasks = []
-    while len(tasks) < n:
-        start = env.sample_free_state(rng)
-        if kind == "far":
-            goal = env.sample_free_state(rng)
-        else:
-            env.reset(state=start)
-            for _ in range(5):
-                a = rng.uniform(-env.layout.max_step, env.layout.max_step, size=2)
-                for _ in range(frameskip):
-                    env.step(a)
-            goal = env.get_state()
-        if not is_success(start, goal):  # a task already solved at the start measures nothing
-            tasks.append((start, goal))
-    return tasks
 
 
 def run_episode(env: WallEnv, planner: Planner, start: np.ndarray, goal: np.ndarray, budget: int,

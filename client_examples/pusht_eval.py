@@ -28,55 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.collect_pusht import PushTCollectConfig, rollout_episode
 from envs.pusht import DEFAULT_MAX_STEP, PushTEnv, is_success, state_errors
+from envs.tasks import Task
+from envs.tasks import pusht_tasks as make_tasks
 from wm_client import ControlLoop, ControlLoopError, LoopConfig, PlanningClient
-
-GOAL_MODEL_STEPS = 5  # DINO-WM: the goal is 5 model steps of data actions away
-
-
-@dataclass
-class Task:
-    start: np.ndarray  # (7,) state
-    goal: np.ndarray  # (7,) state
-
-
-def make_tasks(env: PushTEnv, n: int, seed: int, frameskip: int, dataset: str | None = None) -> list[Task]:
-    """``n`` (start, goal) pairs, deterministic for a seed (and dataset)."""
-    rng = np.random.default_rng(seed)
-    steps = GOAL_MODEL_STEPS * frameskip
-    ds = None
-    if dataset is not None:
-        from envs import load_dataset
-
-        ds = load_dataset(dataset)
-        if ds.states is None:
-            raise SystemExit(f"{dataset} has no states.npy; the goal protocol needs simulator states")
-    tasks: list[Task] = []
-    for _ in range(100 * n):
-        if len(tasks) == n:
-            break
-        if ds is None:
-            ep = rollout_episode(env, PushTCollectConfig(episodes=1, steps=steps, image_size=env.image_size,
-                                                         max_step=env.max_step), rng)
-            start, actions = ep.states[0], ep.actions[:steps]
-        else:
-            e = int(rng.integers(ds.num_episodes))
-            ep = ds.episode(e)
-            if ep.length <= steps:
-                continue
-            t = int(rng.integers(ep.length - steps))
-            start, actions = np.array(ep.states[t]), np.array(ep.actions[t:t + steps])
-        env.reset(start)  # replay the data's actions in the simulator, as DINO-WM does
-        for a in actions:
-            env.step(a)
-        goal = env.get_state()
-        if not is_success(start, goal):
-            tasks.append(Task(start, goal))
-    if len(tasks) < n:
-        raise SystemExit(f"only {len(tasks)} of {n} tasks are not solved at their start")
-    return tasks
-
 
 @dataclass
 class EpisodeResult:
@@ -168,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             summary = evaluate(client, args.episodes, args.seed, args.budget, args.execute, args.dataset,
                                args.planner, args.max_step)
-        except ControlLoopError as exc:
+        except (ControlLoopError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     print(json.dumps(summary))

@@ -13,12 +13,13 @@ pytest.importorskip("gym_pusht")
 from client_examples import pusht_eval  # noqa: E402
 from client_examples.client import PlanningClient  # noqa: E402
 from envs.pusht import PushTEnv, is_success  # noqa: E402
+from envs.tasks import pusht_tasks  # noqa: E402
 
 
 def test_tasks_follow_dino_wm_goal_protocol() -> None:
     env = PushTEnv(image_size=32)
-    tasks = pusht_eval.make_tasks(env, 3, seed=0, frameskip=2)
-    again = pusht_eval.make_tasks(env, 3, seed=0, frameskip=2)
+    tasks = pusht_tasks(env, 3, seed=0, frameskip=2)
+    again = pusht_tasks(env, 3, seed=0, frameskip=2)
     for t, u in zip(tasks, again):
         np.testing.assert_array_equal(t.goal, u.goal)  # deterministic for a seed
         assert not is_success(t.start, t.goal)

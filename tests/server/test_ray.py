@@ -25,7 +25,7 @@ import pytest
 pytest.importorskip("ray.serve", reason="Ray Serve is the 'ray' extra (make test installs it)")
 
 from client_examples.client import PlanningClient  # noqa: E402
-from client_examples.closed_loop import make_tasks  # noqa: E402
+from envs.tasks import wall_tasks as make_tasks  # noqa: E402
 from client_examples.control_loop import ControlLoop, LoopConfig  # noqa: E402
 from envs import WallEnv, is_success  # noqa: E402
 from models import DEFAULT_MODEL_PATH  # noqa: E402

@@ -2,7 +2,8 @@
 
 import pytest
 
-from client_examples.closed_loop import InProcessPlanner, make_tasks, run_episode
+from client_examples.closed_loop import InProcessPlanner, run_episode
+from envs.tasks import wall_tasks as make_tasks
 from envs import WallEnv
 from models import DEFAULT_MODEL_PATH, load_model
 from planning import CEMConfig
