@@ -16,6 +16,8 @@ import logging
 import sys
 import time
 
+import torch
+
 from training.config import TrainConfig
 from training.trainer import ResumeError, Trainer
 
@@ -30,7 +32,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="latest (the default): continue exactly from OUT/latest.pt; best: restart the current "
                          "phase from its best epoch (fresh optimiser, later epochs' metrics archived)")
     ap.add_argument("--lr", type=float, help="with --resume best: the phase's learning rate from there on")
+    ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's); results are bitwise "
+                                                "reproducible only at the same count")
     args = ap.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"error: --threads {args.threads}: must be >= 1", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = TrainConfig.load(args.config)
