@@ -2,8 +2,9 @@
 
     python -m benchmarks.latency_factors [--model PATH] [--episodes 10] [--seed 3] [--threads 1]
 
-Records the requests of `client_examples.closed_loop` (in-process planner,
-the server's settings for the model, "near" episodes), then replays every
+Records the requests of the wall closed loop (`envs.episodes` with
+`planning.local.LocalClient`: the example client's loop in-process, the
+server's settings for the model, "near" episodes), then replays every
 one of them, interleaved in one process and at one thread count, in six
 ways that each change one factor:
 
@@ -35,30 +36,41 @@ import numpy as np
 import torch
 
 from benchmarks.common import find_default_model, load_or_none, machine, set_threads, wall_problem
-from client_examples.closed_loop import InProcessPlanner, evaluate
+from envs.episodes import wall_episodes
 from models import Latent, WorldModel
 from planning import CEMConfig, plan
+from planning.local import LocalClient
+
+
+class _Recorder(LocalClient):
+    """LocalClient keeping what each request planned from: frames, proprio, goal latent, warm start, seed."""
+
+    def __init__(self, model: WorldModel, cfg: CEMConfig) -> None:
+        super().__init__(model, cfg)
+        self.calls: list[dict[str, Any]] = []
+
+    def plan(self, obs: Any, goal: Any, proprio: Any = None, goal_proprio: Any = None, **kw: Any) -> dict[str, Any]:
+        reply = super().plan(obs, goal, proprio, goal_proprio, **kw)
+        self.calls.append({"obs": obs, "proprio": proprio, "goal": goal, "goal_proprio": goal_proprio, "init": None,
+                           "goal_z": self.sessions[reply["session_id"]].goal, "seed": reply["seed"]})
+        return reply
+
+    def replan(self, session_id: str | None, obs: Any, proprio: Any = None, executed_steps: int = 1,
+               **kw: Any) -> dict[str, Any]:
+        session = self.sessions.get(session_id or "")
+        init = None if session is None else session.init_mean(executed_steps)  # before the replan records its plan
+        reply = super().replan(session_id, obs, proprio, executed_steps, **kw)
+        assert session is not None  # else super() raised session.not_found
+        self.calls.append({"obs": obs, "proprio": proprio, "init": init, "goal_z": session.goal, "seed": reply["seed"]})
+        return reply
 
 
 def record_requests(model: WorldModel, cfg: CEMConfig, episodes: int, seed: int) -> list[dict[str, Any]]:
     """The closed loop's requests: frames, proprio, goal latent, warm start and seed of each."""
-    calls: list[dict[str, Any]] = []
-
-    class Recorder(InProcessPlanner):
-        def plan(self, obs: np.ndarray, proprio: np.ndarray, goal: np.ndarray, goal_proprio: np.ndarray) -> np.ndarray:
-            calls.append({"obs": obs, "proprio": proprio, "goal": goal, "goal_proprio": goal_proprio, "init": None})
-            return super().plan(obs, proprio, goal, goal_proprio)
-
-        def replan(self, obs: np.ndarray, proprio: np.ndarray, executed_steps: int) -> np.ndarray:
-            calls.append({"obs": obs, "proprio": proprio, "init": self.session.init_mean(executed_steps)})
-            return super().replan(obs, proprio, executed_steps)
-
-        def _plan(self, z: Latent, init: torch.Tensor | None) -> np.ndarray:
-            calls[-1].update(goal_z=self.session.goal, seed=self.seed + 1)
-            return super()._plan(z, init)
-
-    evaluate(Recorder(model, cfg, seed=seed), episodes, seed, "near", out=None)
-    return calls
+    recorder = _Recorder(model, cfg)
+    for _ in wall_episodes(recorder, episodes, seed, "near"):
+        pass
+    return recorder.calls
 
 
 def replay(model: WorldModel, calls: list[dict[str, Any]], server: CEMConfig, preset: CEMConfig) -> dict[str, Any]:
@@ -66,7 +78,8 @@ def replay(model: WorldModel, calls: list[dict[str, Any]], server: CEMConfig, pr
     times: dict[str, list[tuple[float, int]]] = {}
 
     def encode(frame: np.ndarray, proprio: np.ndarray) -> Latent:
-        return model.encode_observation(torch.from_numpy(frame[None]), torch.from_numpy(proprio[None].astype(np.float32)))
+        return model.encode_observation(torch.from_numpy(frame[None]),
+                                        torch.from_numpy(np.asarray(proprio, dtype=np.float32)[None]))
 
     def timed(key: str, z: Latent, goal: Latent, cfg: CEMConfig, init: torch.Tensor | None, seed: int) -> None:
         t0 = time.perf_counter()

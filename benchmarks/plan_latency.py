@@ -12,12 +12,12 @@ Rows:
   objective "all", alpha 10). Without a trained artifact the row uses the
   default architecture with random weights on reachable goals, and says so.
 * closed loop (trained model only, and --quick): what a client sees.
-  `client_examples.closed_loop`'s own loop (in-process planner, server CPU
-  settings, `--closed-loop-episodes` "near" episodes from `--closed-loop-seed`;
-  a cold plan, then warm-started replans), timed the way the server's
-  `timing_ms` splits a request: `encode` (observation, and the goal on a
-  cold plan), `plan` (the planner call and the conversion to env units) and
-  their sum (`timing_ms.total` less decoding and HTTP, a few ms: see
+  `client_examples.closed_loop`'s own loop (`envs.episodes`) in-process
+  (`planning.local.LocalClient`, server CPU settings, `--closed-loop-episodes`
+  "near" episodes from `--closed-loop-seed`; a cold plan, then warm-started
+  replans), timed as the server's `timing_ms` splits a request: `encode`
+  (observation, and the goal on a cold plan), `plan` (the planner call and
+  the conversion to env units) and their sum (`timing_ms.total` less decoding and HTTP, a few ms: see
   benchmarks.server_load). This is the figure to compare with clients.
 * a DINO-WM-proportioned model with random weights: DINOv2 ViT-S/14 encoder,
   predictor token width 404, depth 6, 16 heads x 64, MLP 2048, 3 frames of
@@ -143,53 +143,25 @@ def measure_row(name: str, model: WorldModel, problems: list[Problem], cfg: CEMC
 def closed_loop_row(model: WorldModel, cfg: CEMConfig, episodes: int, seed: int) -> dict[str, Any]:
     """client_examples.closed_loop's own episodes, in-process, each request timed as the server's
     `timing_ms` splits it: encode (observation; the goal too on a cold plan) and plan (planner + env units)."""
-    from client_examples.closed_loop import InProcessPlanner, evaluate
+    from envs.episodes import wall_episodes, wall_summary
+    from planning.local import LocalClient
 
-    class Timed(InProcessPlanner):
-        def __init__(self) -> None:
-            super().__init__(model, cfg, seed=seed)
-            self.encode_s: list[float] = []
-            self.plan_s: list[float] = []
-            self.iterations: list[int] = []
-            self.cold: list[bool] = []
-
-        def _encode(self, frame: Any, proprio: Any) -> Latent:
-            t0 = time.perf_counter()
-            z = super()._encode(frame, proprio)
-            self.encode_s[-1] += time.perf_counter() - t0
-            return z
-
-        def _plan(self, z: Latent, init: torch.Tensor | None) -> Any:
-            # InProcessPlanner._plan, with the planner call timed and its iterations kept.
-            t0 = time.perf_counter()
-            self.seed += 1
-            (res,) = plan(self.model, z, self.session.goal, self.config, init_mean=init, seeds=[self.seed])
-            self.session.record(res)
-            actions = self.model.codec.to_env(res.actions).cpu().numpy()
-            self.plan_s.append(time.perf_counter() - t0)
-            self.iterations.append(res.iterations)
-            self.cold.append(init is None)
-            return actions
-
-        def plan(self, *args: Any) -> Any:
-            self.encode_s.append(0.0)
-            return super().plan(*args)
-
-        def replan(self, *args: Any) -> Any:
-            self.encode_s.append(0.0)
-            return super().replan(*args)
-
-    planner = Timed()
-    summary = evaluate(planner, episodes, seed, "near", out=None)
-    total = [e + p for e, p in zip(planner.encode_s, planner.plan_s)]
+    client = LocalClient(model, cfg, keep_replies=True)
+    summary = wall_summary(list(wall_episodes(client, episodes, seed, "near")), "near", seed)
+    replies = client.replies or []
+    encode_s = [r["timing_ms"]["encode"] / 1000 for r in replies]
+    plan_s = [r["timing_ms"]["plan"] / 1000 for r in replies]
+    iterations = [r["iterations"] for r in replies]
+    total = [e + p for e, p in zip(encode_s, plan_s)]
     return {"name": "closed loop (what a client sees)", "episodes": episodes, "seed": seed,
             "cem": {k: getattr(cfg, k) for k in ("horizon", "num_samples", "topk", "opt_steps", "objective", "alpha",
                                                  "min_iterations", "patience", "min_improvement")},
-            "requests": len(total), "cold_plans": sum(planner.cold), "success_rate": summary["success_rate"],
+            "requests": len(total), "cold_plans": sum(not r["warm_start"] for r in replies),
+            "success_rate": summary["success_rate"],
             "client_round_ms": {"p50_ms": round(summary["plan_ms_p50"], 2), "p95_ms": round(summary["plan_ms_p95"], 2)},
-            "encode": percentiles_ms(planner.encode_s), "plan": percentiles_ms(planner.plan_s),
-            "encode_plus_plan": percentiles_ms(total), "iterations_mean": round(statistics.fmean(planner.iterations), 2),
-            "iterations_at_max": sum(i == cfg.opt_steps for i in planner.iterations)}
+            "encode": percentiles_ms(encode_s), "plan": percentiles_ms(plan_s),
+            "encode_plus_plan": percentiles_ms(total), "iterations_mean": round(statistics.fmean(iterations), 2),
+            "iterations_at_max": sum(i == cfg.opt_steps for i in iterations)}
 
 
 def sweep_samples(model: WorldModel, problems: list[Problem], base: CEMConfig, counts: list[int],

@@ -11,9 +11,9 @@ cast, fp16 autocast, fp32 compiled (inductor):
   elites of the same samples, the relative change of their losses, the
   fp32 plan's loss under the variant, and the variant's own plan scored by
   the fp32 model (same seed);
-* closed loop: success rate on `--episodes` near-goal wall episodes
-  (client_examples.closed_loop, in-process), for fp32, bf16 autocast and
-  the compiled model.
+* closed loop: success rate on `--episodes` near-goal wall episodes (the
+  example client's loop in-process: envs.episodes with
+  planning.local.LocalClient), for fp32, bf16 autocast and the compiled model.
 
 Ratios are measured in one process, interleaved; the load average is
 recorded. On a CPU without native bf16/fp16 matmuls (no AVX512-BF16/AMX)
@@ -103,9 +103,10 @@ def speed(models: dict[str, WorldModel], problems: Any, cem: CEMConfig, rounds: 
 
 
 def closed_loop(model: WorldModel, episodes: int, seed: int) -> dict[str, Any]:
-    from client_examples.closed_loop import InProcessPlanner, evaluate
+    from envs.episodes import wall_episodes, wall_summary
+    from planning.local import LocalClient
 
-    return evaluate(InProcessPlanner(model, seed=seed), episodes, seed, "near", out=None)
+    return wall_summary(list(wall_episodes(LocalClient(model), episodes, seed, "near")), "near", seed)
 
 
 def main(argv: list[str] | None = None) -> int:

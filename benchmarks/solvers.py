@@ -7,10 +7,13 @@
 Each cell is a planner config (a method and a budget) run through the real
 planner (`planning.plan`, in-process, one torch thread) on the shipped wall
 model (models/default/wall.pt) in the same closed loop as
-`client_examples.closed_loop`: plan, execute one model step, replan warm
-(iCEM also carries its kept elites), until success or the step budget.
-Reported per cell: success rate, mean model steps, plan latency p50/p95,
-mean iterations, stop reasons, and analytic GFLOPs per plan: forward
+`client_examples.closed_loop` (`envs.episodes` over `wm_client.ControlLoop`,
+planning in-process with `planning.local.LocalClient`): plan, execute one
+model step, replan warm (iCEM also carries its kept elites), until success
+or the step budget. Reported per cell: success rate, mean model steps, plan
+latency p50/p95 (LocalClient's `timing_ms.total`: encode + plan + conversion
+to env units; a cold plan also encodes its goal), mean iterations, stop
+reasons, and analytic GFLOPs per plan: forward
 rollouts x `rollout_flops(..., "ours")`, plus backward-pass rollouts
 (gradient solvers, out-of-place rollout, "before") x 3 (forward + a backward
 of about twice its cost), plus one encoder pass for the observation.
@@ -31,16 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from benchmarks.common import ROOT, find_default_model, machine, set_threads
 from benchmarks.flops import encoder_flops, rollout_flops
-from client_examples.closed_loop import run_episode
+from envs.episodes import wall_episodes
 from envs.tasks import WALL_BUDGETS as BUDGETS
-from envs.tasks import wall_tasks as make_tasks
-from envs import WallEnv
 from models import WorldModel, load_model
-from planning import CEMConfig, MPCSession, PlanResult, plan
+from planning import CEMConfig, plan
+from planning.local import LocalClient
 
 # name -> overrides of the model's paper-settings config (horizon 5, the model's objective and alpha).
 # Every cell names its early-stop rule: these are the settings the published numbers were measured with.
@@ -66,69 +67,31 @@ CELLS: dict[str, dict[str, Any]] = {
 QUICK = {"num_samples": 8, "topk": 2, "opt_steps": 2, "min_iterations": 2, "grad_iterations": 1, "grad_starts": 1}
 
 
-def gflops(model: WorldModel, cfg: CEMConfig, res: PlanResult) -> float:
+def gflops(model: WorldModel, cfg: CEMConfig, rollouts: int, grad_rollouts: int) -> float:
+    """Analytic GFLOPs of one plan that scored ``rollouts`` forward and ``grad_rollouts`` backward sequences."""
     c = model.config
     fwd = rollout_flops(c, cfg.horizon, "ours").total
     grad = 3 * rollout_flops(c, cfg.horizon, "before").total
-    return (res.rollouts * fwd + res.grad_rollouts * grad + encoder_flops(c)) / 1e9
-
-
-class MeasuredPlanner:
-    """`client_examples.closed_loop.Planner` in-process, recording every plan's cost."""
-
-    def __init__(self, model: WorldModel, cfg: CEMConfig, seed: int) -> None:
-        self.model, self.cfg, self.seed = model, cfg, seed
-        self.frameskip = model.config.frameskip
-        self.session: MPCSession | None = None
-        self.records: list[dict[str, float]] = []
-
-    def _encode(self, frame: np.ndarray, proprio: np.ndarray):  # noqa: ANN202 - Latent
-        return self.model.encode_observation(torch.from_numpy(frame[None]),
-                                             torch.from_numpy(proprio[None].astype(np.float32)))
-
-    def _plan(self, frame: np.ndarray, proprio: np.ndarray, executed: int | None) -> np.ndarray:
-        assert self.session is not None
-        self.seed += 1
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            z = self._encode(frame, proprio)
-            warm = None if executed is None else self.session.init_mean(executed)
-            elites = None if executed is None else self.session.init_elites(executed)
-            (res,) = plan(self.model, z, self.session.goal, self.cfg, init_mean=warm, seeds=[self.seed],
-                          init_elites=elites)
-        ms = 1000 * (time.perf_counter() - t0)
-        self.session.record(res)
-        self.records.append({"ms": ms, "gflops": gflops(self.model, self.cfg, res), "iterations": res.iterations,
-                             "stop": res.stop_reason})
-        return self.model.codec.to_env(res.actions).cpu().numpy()
-
-    def plan(self, obs: np.ndarray, proprio: np.ndarray, goal: np.ndarray, goal_proprio: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            self.session = MPCSession(goal=self._encode(goal, goal_proprio), config=self.cfg)
-        return self._plan(obs, proprio, None)
-
-    def replan(self, obs: np.ndarray, proprio: np.ndarray, executed_steps: int) -> np.ndarray:
-        return self._plan(obs, proprio, executed_steps)
+    return (rollouts * fwd + grad_rollouts * grad + encoder_flops(c)) / 1e9
 
 
 def run_cell(model: WorldModel, name: str, cfg: CEMConfig, goals: str, episodes: int, seed: int) -> dict[str, Any]:
-    env = WallEnv()
-    planner = MeasuredPlanner(model, cfg, seed)
+    client = LocalClient(model, cfg, keep_replies=True)
     t0 = time.perf_counter()
-    outcomes = [run_episode(env, planner, start, goal, BUDGETS[goals])
-                for start, goal in make_tasks(goals, episodes, seed, env, model.config.frameskip)]
-    rec = planner.records
-    ms = [r["ms"] for r in rec]
+    outcomes = list(wall_episodes(client, episodes, seed, goals))
+    rec = client.replies or []
+    ms = [r["timing_ms"]["total"] for r in rec]
     stops: dict[str, int] = {}
     for r in rec:
-        stops[str(r["stop"])] = stops.get(str(r["stop"]), 0) + 1
+        stops[str(r["stop_reason"])] = stops.get(str(r["stop_reason"]), 0) + 1
     return {
         "cell": name, "method": cfg.method, "goals": goals, "episodes": episodes, "seed": seed,
         "num_samples": cfg.num_samples, "opt_steps": cfg.opt_steps,
         "success_rate": sum(o.success for o in outcomes) / len(outcomes),
         "successes": sum(o.success for o in outcomes),
         "mean_steps": statistics.fmean(o.steps for o in outcomes),
-        "plans": len(rec), "gflops_per_plan": statistics.fmean(r["gflops"] for r in rec),
+        "plans": len(rec),
+        "gflops_per_plan": statistics.fmean(gflops(model, cfg, r["rollouts"], r["grad_rollouts"]) for r in rec),
         "mean_iterations": statistics.fmean(r["iterations"] for r in rec),
         "plan_ms_p50": float(np.percentile(ms, 50)), "plan_ms_p95": float(np.percentile(ms, 95)),
         "stop_reasons": stops, "wall_s": round(time.perf_counter() - t0, 1),

@@ -1,1 +1,1 @@
-"""Clients of the planning server. ``client.py`` imports only numpy, httpx, msgpack and pillow."""
+"""Clients of the planning server, HTTP only: they import wm_client, numpy and envs, never torch or the planner."""

@@ -24,10 +24,10 @@ import pytest
 
 pytest.importorskip("ray.serve", reason="Ray Serve is the 'ray' extra (make test installs it)")
 
-from client_examples.client import PlanningClient  # noqa: E402
-from envs.tasks import wall_tasks as make_tasks  # noqa: E402
-from client_examples.control_loop import ControlLoop, LoopConfig  # noqa: E402
 from envs import WallEnv, is_success  # noqa: E402
+from envs.episodes import SimAdapter  # noqa: E402
+from envs.tasks import wall_tasks as make_tasks  # noqa: E402
+from wm_client import ControlLoop, LoopConfig, PlanningClient  # noqa: E402
 from models import DEFAULT_MODEL_PATH  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,25 +94,16 @@ def ray_url() -> Iterator[str]:
                 continue
 
 
-class WallCamera:
-    def __init__(self, env: WallEnv) -> None:
-        self.env = env
-
-    def read(self) -> np.ndarray:
-        return self.env.render()
-
-
-class WallRobot:
-    """Applies env actions and counts them: the ground truth for lost or repeated steps."""
+class WallRobot(SimAdapter):
+    """The shared env adapter (camera and robot), counting env actions: the ground truth for lost or
+    repeated steps."""
 
     def __init__(self, env: WallEnv) -> None:
-        self.env, self.applied = env, 0
-
-    def proprio(self) -> np.ndarray:
-        return self.env.proprio()
+        super().__init__(env)
+        self.applied = 0
 
     def apply(self, action: np.ndarray) -> None:
-        self.env.step(action)
+        super().apply(action)
         self.applied += 1
 
 
@@ -128,7 +119,7 @@ def episode(url: str, start: np.ndarray, goal: np.ndarray, seed: int, model_step
             time.sleep(between_steps)
 
     with PlanningClient(url, timeout=60) as client:
-        loop = ControlLoop(client, WallCamera(env), robot, step=step, goal_frame=goal_obs["visual"],
+        loop = ControlLoop(client, robot, robot, step=step, goal_frame=goal_obs["visual"],
                            goal_proprio=goal_obs["proprio"],
                            config=LoopConfig(model_steps=model_steps, stateless=True, seed=seed,
                                              request_retries=6, retry_backoff_s=0.5),

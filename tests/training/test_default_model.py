@@ -2,11 +2,10 @@
 
 import pytest
 
-from client_examples.closed_loop import InProcessPlanner, run_episode
-from envs.tasks import wall_tasks as make_tasks
-from envs import WallEnv
+from envs.episodes import wall_episodes
 from models import DEFAULT_MODEL_PATH, load_model
 from planning import CEMConfig
+from planning.local import LocalClient
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +22,7 @@ def test_default_model_is_shipped_with_train_split_statistics(model):
 
 
 def test_default_model_reaches_near_goals_in_closed_loop(model):
-    env = WallEnv()
-    planner = InProcessPlanner(model, CEMConfig.cpu_preset(), seed=0)
-    tasks = make_tasks("near", 3, seed=123, env=env, frameskip=model.config.frameskip)
-    results = [run_episode(env, planner, start, goal, budget=10) for start, goal in tasks]
-    assert sum(r.success for r in results) >= 2, [(r.success, r.final_distance) for r in results]
+    # The example client's loop (envs.episodes over wm_client.ControlLoop), planning in-process.
+    client = LocalClient(model, CEMConfig.cpu_preset())
+    results = list(wall_episodes(client, 3, seed=123, goals="near"))  # budget 10 model steps
+    assert sum(r.success for r in results) >= 2, [(r.success, r.final_state.tolist()) for r in results]
