@@ -1,0 +1,522 @@
+"""DINO-WM's own `CEMPlanner` beside this project's planner, on the same weights, interleaved.
+
+    python -m benchmarks.dino_wm_peer --dino-wm PATH [--problems 3] [--seed 0] [--threads 1]
+        [--img-size 64] [--vit-depth 1] [--depth 2] [--heads 2] [--dim-head 32] [--mlp-dim 256]
+        [--cells ...] [--out FILE.json] [--quick]
+
+PATH is a checkout of DINO-WM's public repository (github.com/gaoyuezhou/dino_wm;
+the published planner settings in `models/dino_wm_published.py` are from commit
+0a9492f). Default: $DINO_WM, else `.peers/dino_wm` in this repository (git-ignored):
+
+    git clone https://github.com/gaoyuezhou/dino_wm .peers/dino_wm
+    # or, from a bare mirror:  mkdir -p .peers/dino_wm && git --git-dir=MIRROR archive HEAD | tar -x -C .peers/dino_wm
+    pip install -e ".[peers]"          # einops, omegaconf, psutil: what its planner and model modules import
+
+Its code is imported at run time from PATH (never copied here) and driven to
+build a run the way its training code does: its `VWorldModel` with its
+`DinoV2Encoder` (ViT-S/14), its `ViTPredictor`, its `ProprioceptiveEmbedding`
+action and proprio encoders, seeded random weights, `concat_dim: 1`; the
+checkpoint `checkpoints/model_latest.pth` holds what `train.py` saves when the
+encoder is frozen and no decoder is trained (epoch, predictor, its AdamW
+optimiser, action and proprio encoders), beside a `hydra.yaml` built from its
+`conf/` files. `models.import_dino_wm` turns that run into an artifact of this
+project. Then, on the same reachable problems (goal = the model's own rollout
+of a known action sequence, `benchmarks.common.reachable_problem`), each cell
+plans every problem, the cells interleaved per problem in a rotating order:
+
+* `dinowm_cem_30`, `dinowm_cem_10`: DINO-WM's `planning.cem.CEMPlanner` at its
+  published settings (horizon 5, 300 samples, top 30, var_scale 1; 30
+  iterations as conf/planner/cem.yaml and plan_pusht.yaml, 10 as plan_wall.yaml),
+  objective `planning.objectives.create_objective_fn(alpha=1, base=2, mode="last")`;
+* `ours_cem_30`, `ours_cem_10`: this project's CEM at the same settings, no early stop;
+* `ours_default`: what this server plans with for the imported model
+  (`CEMConfig.for_model`: DINO-WM's published settings from the artifact, the
+  default method and early stop);
+* `ours_icem_50x10`: a cheaper method, iCEM 50 samples x 10 iterations, top 5, early stop.
+
+Every plan's final objective is measured with one yardstick: `last`, alpha 1
+on this project's rollout of the returned actions (DINO-WM's own objective of
+its own plan is recorded beside it: the two must agree, which checks that both
+planners see the same weights). Time per plan includes encoding the
+observation (DINO-WM also encodes it once per sample per iteration: that is
+its code). One torch thread; medians over problems; ratios are DINO-WM's
+30-iteration median time over each cell's.
+
+What the benchmark supplies to DINO-WM's code, and only here (each a few
+lines below, none of its logic replaced):
+* `torch.hub.load("facebookresearch/dinov2", "dinov2_vits14")` returns a
+  locally built ViT-S/14 with DINOv2's parameter names and seeded weights
+  (`models.encoders.DinoV2Encoder` + `forward_features`); nothing is downloaded.
+  Its state dict is the `--encoder-weights` file the importer reads, as the
+  hub cache file would be.
+* its `models/vit.py` puts the attention mask on "cuda" unconditionally: on a
+  machine without CUDA that one `.to("cuda")` is redirected to the CPU while
+  the predictor is built.
+* `torchvision.transforms.Resize` (the VWorldModel's resize before DINOv2):
+  when torchvision cannot be imported (PyPI's torchvision wheel is built
+  against CUDA torch and fails to load beside a CPU torch), a stand-in that
+  does what torchvision's Resize does to a square tensor (bilinear,
+  antialiased).
+* the goal: DINO-WM's planner encodes a goal image; here the goal is a latent
+  (reachable), so its model is handed to the planner behind a proxy whose
+  `encode_obs` encodes the goal frame as DINO-WM would, then returns the goal
+  latent. The dataset transform is Normalize(0.5, 0.5) on frames already at
+  `img_size` (what `default_transform` does to them).
+
+Sizes: a DINO-WM-size plan (224 px, 196 patches, predictor 404 x 6, MLP 2048)
+is hours on a CPU (docs/gpu.md), and even 112 px frames (49 patches) with a
+2-block predictor took 380 s for one 10-iteration DINO-WM plan on this shared
+machine, so the defaults are a reduced model: 64 px frames (DINO-WM resizes
+them to 56 px: 4 x 4 = 16 patches), a 1-block ViT-S/14 (width 384, 6 heads,
+patch 14, as DINOv2's) and a 2-block predictor of width 404, 2 heads x 32,
+MLP 256. The sizes, the per-sample FLOPs of both rollouts and the encoder's
+share of DINO-WM's (which re-encodes per sample; about 7% at DINO-WM's real
+size) are in the output. --quick: a
+tiny model, 8 samples and 2 iterations, one problem: the code path, for the test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from benchmarks.common import ROOT, machine, reachable_problem, set_threads
+from benchmarks.flops import encoder_flops, rollout_flops
+from models import Latent, WorldModel, WorldModelConfig, load_model
+from models.encoders import DinoV2Encoder
+from models.import_dino_wm import import_run, read_stats
+from planning import CEMConfig, objective, plan
+
+DEFAULT_CHECKOUT = ROOT / ".peers" / "dino_wm"
+# DINO-WM's top-level modules; `models` and `planning` are also this project's package names.
+_THEIR_TOP = ("models", "planning", "utils", "datasets", "env", "preprocessor", "custom_resolvers", "metrics",
+              "distributed_fn")
+PEER_DEPS = ("einops", "omegaconf", "psutil")  # imported by its vit.py / visual_world_model.py / utils.py
+
+HORIZON, SAMPLES, TOPK = 5, 300, 30  # DINO-WM's published CEM settings (conf/planner/cem.yaml)
+CELLS = ("dinowm_cem_30", "ours_cem_30", "dinowm_cem_10", "ours_cem_10", "ours_default", "ours_icem_50x10")
+STATS = {"action_mean": [0.0, 0.0], "action_std": [1.0, 1.0], "proprio_mean": [0.0, 0.0, 0.0, 0.0],
+         "proprio_std": [1.0, 1.0, 1.0, 1.0],
+         "provenance": {"dataset": "seeded synthetic (benchmarks.dino_wm_peer)", "split": "train",
+                        "num_episodes": 1, "num_frames": 1}}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The run's architecture. DINO-WM: img_size 224, ViT-S/14 with 12 blocks,
+    predictor depth 6, 16 heads x 64, MLP 2048; emb 10 for actions and proprio."""
+
+    img_size: int = 64
+    vit_depth: int = 1
+    depth: int = 2
+    heads: int = 2
+    dim_head: int = 32
+    mlp_dim: int = 256
+    num_hist: int = 3
+    frameskip: int = 5
+    raw_action_dim: int = 2
+    proprio_dim: int = 4
+    emb_dim: int = 10
+
+    def __post_init__(self) -> None:
+        if self.img_size % 16:
+            raise ValueError(f"img_size={self.img_size}: DINO-WM needs a multiple of 16 (its patch grid is img_size // 16)")
+        for name in ("vit_depth", "depth", "heads", "dim_head", "mlp_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
+
+
+QUICK_SIZES = Sizes(img_size=32, vit_depth=1, depth=1, heads=2, dim_head=8, mlp_dim=32)
+
+
+# DINO-WM's code, imported from a checkout ------------------------------------------
+def find_checkout(explicit: str | Path | None) -> Path | None:
+    """--dino-wm, else $DINO_WM, else .peers/dino_wm; None unless it holds DINO-WM's planner and model."""
+    path = Path(explicit or os.environ.get("DINO_WM") or DEFAULT_CHECKOUT)
+    ok = (path / "planning" / "cem.py").is_file() and (path / "models" / "visual_world_model.py").is_file()
+    return path if ok else None
+
+
+def missing_deps() -> list[str]:
+    return [m for m in PEER_DEPS if importlib.util.find_spec(m) is None]
+
+
+def _torchvision_stand_in() -> dict[str, types.ModuleType]:
+    """torchvision.transforms with what VWorldModel uses: Compose and Resize(int) on square tensors."""
+    class Resize:
+        def __init__(self, size: int) -> None:
+            self.size = size
+
+        def __call__(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, S, S) -> (N, 3, size, size)
+            if x.shape[-1] != x.shape[-2]:
+                raise ValueError(f"the torchvision stand-in resizes square frames only, got {tuple(x.shape)}")
+            return F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+
+    class Compose:
+        def __init__(self, fns: list[Any]) -> None:
+            self.fns = fns
+
+        def __call__(self, x: torch.Tensor) -> torch.Tensor:
+            for fn in self.fns:
+                x = fn(x)
+            return x
+
+    tv, tr = types.ModuleType("torchvision"), types.ModuleType("torchvision.transforms")
+    tr.Resize, tr.Compose = Resize, Compose
+    tv.transforms = tr
+    return {"torchvision": tv, "torchvision.transforms": tr}
+
+
+def _torchvision_loads() -> bool:
+    try:
+        importlib.import_module("torchvision.transforms")
+    except (ImportError, RuntimeError, OSError):  # RuntimeError: a CUDA build beside a CPU torch
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def dino_wm_imports(checkout: Path) -> Iterator[None]:
+    """While open, `import models.vit`, `planning.cem`, ... resolve to DINO-WM's
+    modules (and pickling records their true class paths); on exit this
+    project's `models` and `planning` are back, DINO-WM's objects keep working."""
+    def theirs(name: str) -> bool:
+        return name.split(".")[0] in _THEIR_TOP
+
+    ours = {k: sys.modules.pop(k) for k in [k for k in sys.modules if theirs(k)]}
+    stand_in = {} if _torchvision_loads() else _torchvision_stand_in()
+    sys.modules.update(stand_in)
+    sys.path.insert(0, str(checkout))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(checkout))
+        for k in [k for k in sys.modules if theirs(k)] + list(stand_in):
+            sys.modules.pop(k, None)
+        sys.modules.update(ours)
+
+
+class HubViTS14(DinoV2Encoder):
+    """What torch.hub.load("facebookresearch/dinov2", "dinov2_vits14") returns, as far
+    as DINO-WM uses it (`forward_features(x)["x_norm_patchtokens"]`, `num_features`,
+    `patch_size`), with DINOv2's parameter names: a local ViT-S/14, seeded weights."""
+
+    num_features = 384
+
+    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"x_norm_patchtokens": self(x)}  # (N, P, 384)
+
+
+def _vit_config(sizes: Sizes) -> WorldModelConfig:
+    side = sizes.img_size // 16 * 14  # DINO-WM resizes frames to this before DINOv2
+    return WorldModelConfig(name="hub-vits14", encoder="dinov2_vits14", image_size=side, vit_image_size=side,
+                            vit_depth=sizes.vit_depth, raw_action_dim=sizes.raw_action_dim,
+                            frameskip=sizes.frameskip, proprio_dim=sizes.proprio_dim)
+
+
+@contextlib.contextmanager
+def _mask_on_cpu() -> Iterator[None]:
+    """DINO-WM's Attention does `generate_mask_matrix(...).to('cuda')`; without CUDA, keep it on the CPU."""
+    if torch.cuda.is_available():
+        yield
+        return
+    to = torch.Tensor.to
+
+    def cpu_to(self: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        args = tuple("cpu" if isinstance(a, str) and a.startswith("cuda") else a for a in args)
+        return to(self, *args, **kwargs)
+
+    with mock.patch.object(torch.Tensor, "to", cpu_to):
+        yield
+
+
+def _hydra_yaml(checkout: Path, sizes: Sizes) -> dict[str, Any]:
+    """The run's hydra.yaml: DINO-WM's conf/train.yaml keys with its encoder, predictor
+    and embedding configs from conf/, at these sizes."""
+    conf = checkout / "conf"
+    read = lambda p: yaml.safe_load((conf / p).read_text())  # noqa: E731
+    predictor = {**read("predictor/vit.yaml"), "depth": sizes.depth, "heads": sizes.heads, "mlp_dim": sizes.mlp_dim,
+                 "dim_head": sizes.dim_head}
+    return {"img_size": sizes.img_size, "frameskip": sizes.frameskip, "concat_dim": 1, "normalize_action": True,
+            "action_emb_dim": sizes.emb_dim, "num_action_repeat": 1, "proprio_emb_dim": sizes.emb_dim,
+            "num_proprio_repeat": 1, "num_hist": sizes.num_hist, "num_pred": 1, "has_predictor": True,
+            "has_decoder": False,
+            "model": {"_target_": "models.visual_world_model.VWorldModel", "image_size": sizes.img_size,
+                      "num_hist": sizes.num_hist, "num_pred": 1, "train_encoder": False, "train_predictor": True,
+                      "train_decoder": False},
+            "encoder": read("encoder/dino.yaml"), "predictor": predictor,
+            "action_encoder": read("action_encoder/proprio.yaml"), "proprio_encoder": read("proprio_encoder/proprio.yaml"),
+            "env": {"name": "seeded", "dataset": {"data_path": "none (seeded weights, benchmarks.dino_wm_peer)"}}}
+
+
+@dataclass
+class DinoWMRun:
+    dir: Path
+    encoder_weights: Path
+    stats: Path
+    wm: Any  # DINO-WM's VWorldModel, eval mode
+    cem: types.ModuleType  # its planning.cem
+    objectives: types.ModuleType  # its planning.objectives
+    preprocessor: types.ModuleType  # its preprocessor
+
+
+def build_run(checkout: Path, root: Path, sizes: Sizes, seed: int) -> DinoWMRun:
+    """A DINO-WM run folder written by DINO-WM's own classes with seeded weights."""
+    run = root / "outputs" / "seeded" / f"seed-{seed}"
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    hub = HubViTS14(_vit_config(sizes))
+    with dino_wm_imports(checkout), contextlib.redirect_stdout(sys.stderr):  # its constructors print
+        dino = importlib.import_module("models.dino")
+        vit = importlib.import_module("models.vit")
+        proprio = importlib.import_module("models.proprio")
+        vwm = importlib.import_module("models.visual_world_model")
+        cem, objectives = importlib.import_module("planning.cem"), importlib.import_module("planning.objectives")
+        preprocessor = importlib.import_module("preprocessor")
+        with mock.patch.object(torch.hub, "load", lambda repo, name, *a, **k: hub):
+            encoder = dino.DinoV2Encoder(name="dinov2_vits14", feature_key="x_norm_patchtokens")
+        encoder.requires_grad_(False)  # train.py: a frozen encoder
+        emb = sizes.emb_dim
+        action_encoder = proprio.ProprioceptiveEmbedding(num_frames=1, tubelet_size=1, use_3d_pos=False,
+                                                         in_chans=sizes.frameskip * sizes.raw_action_dim, emb_dim=emb)
+        proprio_encoder = proprio.ProprioceptiveEmbedding(num_frames=1, tubelet_size=1, use_3d_pos=False,
+                                                          in_chans=sizes.proprio_dim, emb_dim=emb)
+        with _mask_on_cpu():
+            predictor = vit.ViTPredictor(num_patches=(sizes.img_size // 16) ** 2, num_frames=sizes.num_hist,
+                                         dim=encoder.emb_dim + 2 * emb, depth=sizes.depth, heads=sizes.heads,
+                                         mlp_dim=sizes.mlp_dim, dim_head=sizes.dim_head, dropout=0.1, emb_dropout=0,
+                                         pool="mean")
+        wm = vwm.VWorldModel(image_size=sizes.img_size, num_hist=sizes.num_hist, num_pred=1, encoder=encoder,
+                             proprio_encoder=proprio_encoder, action_encoder=action_encoder, decoder=None,
+                             predictor=predictor, proprio_dim=emb, action_dim=emb, concat_dim=1,
+                             num_action_repeat=1, num_proprio_repeat=1, train_encoder=False, train_predictor=True,
+                             train_decoder=False)
+        # train.py save_ckpt: `_keys_to_save` for a frozen encoder and no decoder training
+        # (its optimisers are accelerate-wrapped there; plain AdamW here: no accelerate needed)
+        ckpt = {"epoch": 1, "predictor": predictor,
+                "predictor_optimizer": torch.optim.AdamW(predictor.parameters(), lr=5e-4),
+                "action_encoder": action_encoder, "proprio_encoder": proprio_encoder}
+        torch.save(ckpt, run / "checkpoints" / "model_latest.pth")
+    wm.eval()  # VWorldModel.eval returns None
+    (run / "hydra.yaml").write_text(yaml.safe_dump(_hydra_yaml(checkout, sizes)))
+    enc_path = root / "dinov2_vits14_seeded.pth"
+    torch.save(hub.state_dict(), enc_path)  # the hub cache file's layout
+    stats = root / "stats.json"
+    stats.write_text(json.dumps(STATS))
+    return DinoWMRun(run, enc_path, stats, wm, cem, objectives, preprocessor)
+
+
+class _LatentGoalWM:
+    """DINO-WM's VWorldModel as its CEMPlanner uses it (`parameters`, `encode_obs`
+    for the goal, `rollout`), with the goal's encoding replaced by a latent."""
+
+    def __init__(self, wm: Any) -> None:
+        self.wm, self.goal = wm, None
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]:
+        return self.wm.parameters()
+
+    def rollout(self, obs_0: dict, act: torch.Tensor) -> Any:
+        return self.wm.rollout(obs_0=obs_0, act=act)
+
+    def encode_obs(self, obs: dict) -> dict[str, torch.Tensor]:
+        self.wm.encode_obs(obs)  # encoded as DINO-WM would: its cost stays in the timing
+        return self.goal
+
+
+class _Log:
+    """wandb_run: keeps the planner's logged loss per iteration."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def log(self, d: dict[str, Any]) -> None:
+        self.losses += [float(v) for k, v in d.items() if k.endswith("/loss")]
+
+
+# The comparison ----------------------------------------------------------------
+def our_configs(model: WorldModel, quick: bool) -> dict[str, CEMConfig]:
+    paper = replace(CEMConfig.paper(), objective="last", alpha=1.0)
+    cfgs = {"ours_cem_30": replace(paper, opt_steps=30, min_iterations=30),
+            "ours_cem_10": replace(paper, opt_steps=10, min_iterations=10),
+            "ours_default": CEMConfig.for_model(model, "cpu"),
+            "ours_icem_50x10": replace(paper, method="icem", num_samples=50, topk=5, opt_steps=10, min_iterations=4,
+                                       patience=3)}
+    if quick:
+        cfgs = {k: replace(c, num_samples=8, topk=2, opt_steps=2, min_iterations=min(c.min_iterations, 2))
+                for k, c in cfgs.items()}
+    return cfgs
+
+
+def _final_objective(model: WorldModel, z_obs: Latent, z_goal: Latent, actions: torch.Tensor) -> float:
+    """The yardstick: `last`, alpha 1, this project's rollout of (1, H, A) normalised actions."""
+    with torch.inference_mode():
+        return float(objective(model.rollout(z_obs, actions), z_goal, "last", 1.0)[0])
+
+
+def run_dino_wm(run: DinoWMRun, goal_wm: _LatentGoalWM, prep: Any, frame: np.ndarray, proprio: np.ndarray,
+                z_goal: Latent, steps: int, samples: int, topk: int, seed: int) -> tuple[torch.Tensor, float, _Log]:
+    log = _Log()
+    planner = run.cem.CEMPlanner(horizon=HORIZON, topk=topk, num_samples=samples, var_scale=1, opt_steps=steps,
+                                 eval_every=1, wm=goal_wm, action_dim=run.wm.action_encoder.in_chans,
+                                 objective_fn=run.objectives.create_objective_fn(alpha=1, base=2, mode="last"),
+                                 preprocessor=prep, evaluator=None, wandb_run=log)
+    obs = {"visual": frame[None, None], "proprio": proprio[None, None]}  # (1, 1, S, S, 3) uint8, (1, 1, D)
+    goal_wm.goal = {"visual": z_goal.visual[:, None], "proprio": z_goal.proprio[:, None]}  # (1, 1, P, 384), (1, 1, E)
+    torch.manual_seed(seed)  # its samples come from the global generator
+    t0 = time.perf_counter()
+    mu, _ = planner.plan(obs_0=obs, obs_g=obs)
+    return mu.detach(), time.perf_counter() - t0, log
+
+
+def dino_wm_objective(run: DinoWMRun, prep: Any, frame: np.ndarray, proprio: np.ndarray, z_goal: Latent,
+                      actions: torch.Tensor) -> float:
+    """DINO-WM's own objective of its own rollout of `actions` (agreement check)."""
+    obs = prep.transform_obs({"visual": frame[None, None], "proprio": proprio[None, None]})
+    with torch.no_grad():
+        z_obses, _ = run.wm.rollout(obs_0=obs, act=actions)
+        fn = run.objectives.create_objective_fn(alpha=1, base=2, mode="last")
+        return float(fn(z_obses, {"visual": z_goal.visual[:, None], "proprio": z_goal.proprio[:, None]})[0])
+
+
+def compare(run: DinoWMRun, model: WorldModel, problems: int, seed: int, cells: tuple[str, ...],
+            quick: bool) -> list[dict[str, Any]]:
+    prob = reachable_problem(model, problems, HORIZON, seed)
+    stats = model.stats
+    prep = run.preprocessor.Preprocessor(action_mean=stats.action_mean, action_std=stats.action_std,
+                                         state_mean=None, state_std=None, proprio_mean=stats.proprio_mean,
+                                         proprio_std=stats.proprio_std, transform=lambda x: (x - 0.5) / 0.5)
+    goal_wm = _LatentGoalWM(run.wm)
+    cfgs = our_configs(model, quick)
+    samples, topk = (8, 2) if quick else (SAMPLES, TOPK)
+    rows = []
+    for i in range(problems):
+        frame, proprio = prob.frames[i].numpy(), prob.proprio[i].numpy()
+        z_goal = prob.z_goal.index(torch.tensor([i]))
+        order = cells[i % len(cells):] + cells[:i % len(cells)]  # rotate: no cell always runs first
+        for cell in order:
+            s = seed * 1000 + i
+            row: dict[str, Any] = {"cell": cell, "problem": i, "seed": s}
+            if cell.startswith("dinowm_"):
+                steps = 2 if quick else int(cell.rsplit("_", 1)[1])
+                mu, dt, log = run_dino_wm(run, goal_wm, prep, frame, proprio, z_goal, steps, samples, topk, s)
+                with torch.inference_mode():
+                    z_obs = model.encode_observation(prob.frames[i:i + 1], prob.proprio[i:i + 1])
+                row.update(seconds=dt, iterations=steps, rollouts=steps * samples,
+                           objective=_final_objective(model, z_obs, z_goal, mu),
+                           dino_wm_objective=dino_wm_objective(run, prep, frame, proprio, z_goal, mu),
+                           loss_trace=log.losses)
+            else:
+                cfg = cfgs[cell]
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    z_obs = model.encode_observation(prob.frames[i:i + 1], prob.proprio[i:i + 1])
+                    (res,) = plan(model, z_obs, z_goal, cfg, seeds=[s])
+                dt = time.perf_counter() - t0
+                row.update(seconds=dt, iterations=res.iterations, rollouts=int(res.rollouts), stop=res.stop_reason,
+                           objective=_final_objective(model, z_obs, z_goal, res.actions[None]),
+                           planner_loss=float(res.loss), loss_trace=list(res.loss_trace))
+            row["load_average_1m"] = round(os.getloadavg()[0], 2)
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "loss_trace"}), file=sys.stderr, flush=True)
+    return rows
+
+
+def summarize(rows: list[dict[str, Any]], model: WorldModel) -> dict[str, Any]:
+    c = model.config
+    per_sample = {"dinowm": rollout_flops(c, HORIZON, "naive").total, "ours": rollout_flops(c, HORIZON, "ours").total}
+    cells: dict[str, Any] = {}
+    for cell in dict.fromkeys(r["cell"] for r in rows):
+        rs = [r for r in rows if r["cell"] == cell]
+        peer = "dinowm" if cell.startswith("dinowm") else "ours"
+        cells[cell] = {"median_seconds": statistics.median(r["seconds"] for r in rs),
+                       "median_objective": statistics.median(r["objective"] for r in rs),
+                       "mean_objective": statistics.fmean(r["objective"] for r in rs),
+                       "mean_iterations": statistics.fmean(r["iterations"] for r in rs),
+                       "gflops_per_plan": statistics.fmean(r["rollouts"] for r in rs) * per_sample[peer] / 1e9,
+                       "problems": len(rs)}
+    ref = "dinowm_cem_30" if "dinowm_cem_30" in cells else next(iter(cells))
+    by_problem = {(r["cell"], r["problem"]): r["objective"] for r in rows}
+    for cell, s in cells.items():
+        s["speedup_vs_" + ref] = cells[ref]["median_seconds"] / s["median_seconds"]
+        s["problems_at_or_below_" + ref] = sum(by_problem[(cell, p)] <= by_problem[(ref, p)] * (1 + 1e-6)
+                                               for p in {r["problem"] for r in rows})
+    agree = [abs(r["dino_wm_objective"] - r["objective"]) / max(abs(r["objective"]), 1e-12)
+             for r in rows if "dino_wm_objective" in r]
+    out: dict[str, Any] = {"cells": cells, "reference": ref,
+                           "objective_agreement_max_rel": max(agree) if agree else None,
+                           "rollout_gflops_per_sample": {k: v / 1e9 for k, v in per_sample.items()},
+                           "encoder_share_of_dinowm_sample": encoder_flops(c) / per_sample["dinowm"]}
+    if "ours_default" in cells and ref == "dinowm_cem_30":
+        d, r = cells["ours_default"], cells[ref]
+        out["target"] = {"speedup": d["speedup_vs_" + ref], "default_median_objective": d["median_objective"],
+                         "dinowm_median_objective": r["median_objective"],
+                         "met": d["speedup_vs_" + ref] >= 10 and d["median_objective"] <= r["median_objective"]}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.dino_wm_peer", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dino-wm", help="checkout of github.com/gaoyuezhou/dino_wm (default: $DINO_WM, .peers/dino_wm)")
+    ap.add_argument("--problems", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS))
+    for f in ("img_size", "vit_depth", "depth", "heads", "dim_head", "mlp_dim"):
+        ap.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(Sizes(), f))
+    ap.add_argument("--out", type=Path, help="write the JSON result here too")
+    ap.add_argument("--work-dir", type=Path, help="keep the run folder and artifact here (default: a temp dir)")
+    ap.add_argument("--quick", action="store_true", help="tiny model, 8 samples x 2 iterations, 1 problem")
+    args = ap.parse_args(argv)
+    checkout = find_checkout(args.dino_wm)
+    if checkout is None:
+        print("no DINO-WM checkout (give --dino-wm PATH or $DINO_WM; see this module's docstring)", file=sys.stderr)
+        return 2
+    if missing_deps():
+        print(f"DINO-WM's modules need {missing_deps()}: pip install -e '.[peers]'", file=sys.stderr)
+        return 2
+    set_threads(args.threads)
+    sizes = QUICK_SIZES if args.quick else Sizes(**{f: getattr(args, f) for f in
+                                                      ("img_size", "vit_depth", "depth", "heads", "dim_head", "mlp_dim")})
+    problems = 1 if args.quick else args.problems
+    with contextlib.ExitStack() as stack:
+        work = args.work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dino_wm_peer_")))
+        run = build_run(checkout, work, sizes, args.seed)
+        artifact = work / "imported.pt"
+        import_run(run.dir, read_stats(run.stats), artifact, run.encoder_weights, planner="default")
+        model = load_model(artifact, device="cpu")
+        rows = compare(run, model, problems, args.seed, tuple(args.cells), args.quick)
+    result = {"benchmark": "dino_wm_peer", "machine": machine(), "quick": args.quick, "sizes": asdict(sizes),
+              "dino_wm_checkout": str(checkout), "problems": problems,
+              "configs": {k: v.to_dict() for k, v in our_configs(model, args.quick).items()},
+              "summary": summarize(rows, model), "rows": rows}
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
