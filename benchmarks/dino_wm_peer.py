@@ -3,6 +3,7 @@
     python -m benchmarks.dino_wm_peer --dino-wm PATH [--problems 3] [--seed 0] [--threads 1]
         [--img-size 32] [--vit-depth 1] [--depth 2] [--heads 2] [--dim-head 32] [--mlp-dim 256]
         [--cells ...] [--out FILE.json] [--quick]
+    python -m benchmarks.dino_wm_peer --table docs/benchmarks/dino_wm_peer.json
 
 PATH is a checkout of DINO-WM's public repository (github.com/gaoyuezhou/dino_wm;
 the published planner settings in `models/dino_wm_published.py` are from commit
@@ -478,6 +479,19 @@ def summarize(rows: list[dict[str, Any]], model: WorldModel) -> dict[str, Any]:
     return out
 
 
+def table(result: dict[str, Any]) -> str:
+    """A markdown table of a result's cells: median time, ratio, objectives, FLOPs."""
+    s = result["summary"]
+    ref = s["reference"]
+    out = [f"| cell | median s / plan | x faster than `{ref}` | median final objective | at or below `{ref}` "
+           "| mean iterations | GFLOPs / plan |", "|---|---|---|---|---|---|---|"]
+    for cell, c in s["cells"].items():
+        out.append(f"| `{cell}` | {c['median_seconds']:.2f} | {c['speedup_vs_' + ref]:.1f} "
+                   f"| {c['median_objective']:.4g} | {c['problems_at_or_below_' + ref]}/{c['problems']} "
+                   f"| {c['mean_iterations']:.1f} | {c['gflops_per_plan']:.1f} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.dino_wm_peer", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -491,7 +505,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="write the JSON result here too")
     ap.add_argument("--work-dir", type=Path, help="keep the run folder and artifact here (default: a temp dir)")
     ap.add_argument("--quick", action="store_true", help="tiny model, 8 samples x 2 iterations, 1 problem")
+    ap.add_argument("--table", type=Path, help="print a markdown table of this result file and exit")
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(json.loads(args.table.read_text())))
+        return 0
     checkout = find_checkout(args.dino_wm)
     if checkout is None:
         print("no DINO-WM checkout (give --dino-wm PATH or $DINO_WM; see this module's docstring)", file=sys.stderr)

@@ -49,6 +49,8 @@ def test_quick_run_plans_every_cell_on_the_same_weights(quick):
     cells = quick["summary"]["cells"]
     assert cells["dinowm_cem_30"]["speedup_vs_dinowm_cem_30"] == pytest.approx(1.0)
     assert set(quick["summary"]["target"]) >= {"speedup", "met"}
+    lines = peer.table(quick).splitlines()
+    assert len(lines) == 2 + len(peer.CELLS) and all(f"`{c}`" in "".join(lines) for c in peer.CELLS)
 
 
 def test_quick_run_gives_this_projects_modules_back(quick):
