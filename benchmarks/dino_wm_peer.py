@@ -379,7 +379,7 @@ def _final_objective(model: WorldModel, z_obs: Latent, z_goal: Latent, actions: 
 
 
 def run_dino_wm(run: DinoWMRun, goal_wm: _LatentGoalWM, prep: Any, frame: np.ndarray, proprio: np.ndarray,
-                z_goal: Latent, steps: int, samples: int, topk: int, seed: int) -> tuple[torch.Tensor, float, _Log]:
+                z_goal: Latent, steps: int, samples: int, topk: int, seed: int) -> tuple[torch.Tensor, float, float, _Log]:
     log = _Log()
     planner = run.cem.CEMPlanner(horizon=HORIZON, topk=topk, num_samples=samples, var_scale=1, opt_steps=steps,
                                  eval_every=1, wm=goal_wm, action_dim=run.wm.action_encoder.in_chans,
@@ -388,9 +388,9 @@ def run_dino_wm(run: DinoWMRun, goal_wm: _LatentGoalWM, prep: Any, frame: np.nda
     obs = {"visual": frame[None, None], "proprio": proprio[None, None]}  # (1, 1, S, S, 3) uint8, (1, 1, D)
     goal_wm.goal = {"visual": z_goal.visual[:, None], "proprio": z_goal.proprio[:, None]}  # (1, 1, P, 384), (1, 1, E)
     torch.manual_seed(seed)  # its samples come from the global generator
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     mu, _ = planner.plan(obs_0=obs, obs_g=obs)
-    return mu.detach(), time.perf_counter() - t0, log
+    return mu.detach(), time.perf_counter() - t0, time.process_time() - c0, log
 
 
 def dino_wm_objective(run: DinoWMRun, prep: Any, frame: np.ndarray, proprio: np.ndarray, z_goal: Latent,
@@ -404,7 +404,9 @@ def dino_wm_objective(run: DinoWMRun, prep: Any, frame: np.ndarray, proprio: np.
 
 
 def compare(run: DinoWMRun, model: WorldModel, problems: int, seed: int, cells: tuple[str, ...],
-            quick: bool) -> list[dict[str, Any]]:
+            quick: bool, only: list[int] | None = None) -> list[dict[str, Any]]:
+    """Rows of (cell, problem): wall and process CPU seconds per plan, final objective.
+    only: plan these problem indices (of the `problems` drawn from `seed`) only."""
     prob = reachable_problem(model, problems, HORIZON, seed)
     stats = model.stats
     prep = run.preprocessor.Preprocessor(action_mean=stats.action_mean, action_std=stats.action_std,
@@ -414,7 +416,7 @@ def compare(run: DinoWMRun, model: WorldModel, problems: int, seed: int, cells: 
     cfgs = our_configs(model, quick)
     samples, topk = (8, 2) if quick else (SAMPLES, TOPK)
     rows = []
-    for i in range(problems):
+    for i in (range(problems) if only is None else only):
         frame, proprio = prob.frames[i].numpy(), prob.proprio[i].numpy()
         z_goal = prob.z_goal.index(torch.tensor([i]))
         order = cells[i % len(cells):] + cells[:i % len(cells)]  # rotate: no cell always runs first
@@ -423,21 +425,21 @@ def compare(run: DinoWMRun, model: WorldModel, problems: int, seed: int, cells: 
             row: dict[str, Any] = {"cell": cell, "problem": i, "seed": s}
             if cell.startswith("dinowm_"):
                 steps = 2 if quick else int(cell.rsplit("_", 1)[1])
-                mu, dt, log = run_dino_wm(run, goal_wm, prep, frame, proprio, z_goal, steps, samples, topk, s)
+                mu, dt, cpu, log = run_dino_wm(run, goal_wm, prep, frame, proprio, z_goal, steps, samples, topk, s)
                 with torch.inference_mode():
                     z_obs = model.encode_observation(prob.frames[i:i + 1], prob.proprio[i:i + 1])
-                row.update(seconds=dt, iterations=steps, rollouts=steps * samples,
+                row.update(seconds=dt, cpu_seconds=cpu, iterations=steps, rollouts=steps * samples,
                            objective=_final_objective(model, z_obs, z_goal, mu),
                            dino_wm_objective=dino_wm_objective(run, prep, frame, proprio, z_goal, mu),
                            loss_trace=log.losses)
             else:
                 cfg = cfgs[cell]
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 with torch.inference_mode():
                     z_obs = model.encode_observation(prob.frames[i:i + 1], prob.proprio[i:i + 1])
                     (res,) = plan(model, z_obs, z_goal, cfg, seeds=[s])
-                dt = time.perf_counter() - t0
-                row.update(seconds=dt, iterations=res.iterations, rollouts=int(res.rollouts), stop=res.stop_reason,
+                dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+                row.update(seconds=dt, cpu_seconds=cpu, iterations=res.iterations, rollouts=int(res.rollouts), stop=res.stop_reason,
                            objective=_final_objective(model, z_obs, z_goal, res.actions[None]),
                            planner_loss=float(res.loss), loss_trace=list(res.loss_trace))
             row["load_average_1m"] = round(os.getloadavg()[0], 2)
@@ -446,14 +448,22 @@ def compare(run: DinoWMRun, model: WorldModel, problems: int, seed: int, cells: 
     return rows
 
 
-def summarize(rows: list[dict[str, Any]], model: WorldModel) -> dict[str, Any]:
+def flops_per_sample(model: WorldModel) -> dict[str, float]:
+    """Analytic FLOPs of one sample's rollout: DINO-WM's (re-encoding included) and ours, and one encoding."""
     c = model.config
-    per_sample = {"dinowm": rollout_flops(c, HORIZON, "naive").total, "ours": rollout_flops(c, HORIZON, "ours").total}
+    return {"dinowm": rollout_flops(c, HORIZON, "naive").total, "ours": rollout_flops(c, HORIZON, "ours").total,
+            "encoder": encoder_flops(c)}
+
+
+def summarize(rows: list[dict[str, Any]], per_sample: dict[str, float]) -> dict[str, Any]:
+    """Medians per cell over problems; speedups from process CPU seconds (`cpu_seconds`: what each
+    plan computed, whatever share of the core the machine gave it) and from wall seconds."""
     cells: dict[str, Any] = {}
     for cell in dict.fromkeys(r["cell"] for r in rows):
         rs = [r for r in rows if r["cell"] == cell]
         peer = "dinowm" if cell.startswith("dinowm") else "ours"
         cells[cell] = {"median_seconds": statistics.median(r["seconds"] for r in rs),
+                       "median_cpu_seconds": statistics.median(r["cpu_seconds"] for r in rs),
                        "median_objective": statistics.median(r["objective"] for r in rs),
                        "mean_objective": statistics.fmean(r["objective"] for r in rs),
                        "mean_iterations": statistics.fmean(r["iterations"] for r in rs),
@@ -462,18 +472,20 @@ def summarize(rows: list[dict[str, Any]], model: WorldModel) -> dict[str, Any]:
     ref = "dinowm_cem_30" if "dinowm_cem_30" in cells else next(iter(cells))
     by_problem = {(r["cell"], r["problem"]): r["objective"] for r in rows}
     for cell, s in cells.items():
-        s["speedup_vs_" + ref] = cells[ref]["median_seconds"] / s["median_seconds"]
+        s["speedup_vs_" + ref] = cells[ref]["median_cpu_seconds"] / s["median_cpu_seconds"]
+        s["wall_speedup_vs_" + ref] = cells[ref]["median_seconds"] / s["median_seconds"]
         s["problems_at_or_below_" + ref] = sum(by_problem[(cell, p)] <= by_problem[(ref, p)] * (1 + 1e-6)
                                                for p in {r["problem"] for r in rows})
     agree = [abs(r["dino_wm_objective"] - r["objective"]) / max(abs(r["objective"]), 1e-12)
              for r in rows if "dino_wm_objective" in r]
     out: dict[str, Any] = {"cells": cells, "reference": ref,
                            "objective_agreement_max_rel": max(agree) if agree else None,
-                           "rollout_gflops_per_sample": {k: v / 1e9 for k, v in per_sample.items()},
-                           "encoder_share_of_dinowm_sample": encoder_flops(c) / per_sample["dinowm"]}
+                           "gflops_per_sample": {k: v / 1e9 for k, v in per_sample.items()},
+                           "encoder_share_of_dinowm_sample": per_sample["encoder"] / per_sample["dinowm"]}
     if "ours_default" in cells and ref == "dinowm_cem_30":
         d, r = cells["ours_default"], cells[ref]
-        out["target"] = {"speedup": d["speedup_vs_" + ref], "default_median_objective": d["median_objective"],
+        out["target"] = {"speedup": d["speedup_vs_" + ref], "wall_speedup": d["wall_speedup_vs_" + ref],
+                         "default_median_objective": d["median_objective"],
                          "dinowm_median_objective": r["median_objective"],
                          "met": d["speedup_vs_" + ref] >= 10 and d["median_objective"] <= r["median_objective"]}
     return out
@@ -483,12 +495,13 @@ def table(result: dict[str, Any]) -> str:
     """A markdown table of a result's cells: median time, ratio, objectives, FLOPs."""
     s = result["summary"]
     ref = s["reference"]
-    out = [f"| cell | median s / plan | x faster than `{ref}` | median final objective | at or below `{ref}` "
-           "| mean iterations | GFLOPs / plan |", "|---|---|---|---|---|---|---|"]
+    out = [f"| cell | median CPU s / plan | x less CPU than `{ref}` | median wall s (x) | median final objective "
+           f"| at or below `{ref}` | mean iterations | GFLOPs / plan |", "|---|---|---|---|---|---|---|---|"]
     for cell, c in s["cells"].items():
-        out.append(f"| `{cell}` | {c['median_seconds']:.2f} | {c['speedup_vs_' + ref]:.1f} "
+        out.append(f"| `{cell}` | {c['median_cpu_seconds']:.2f} | {c['speedup_vs_' + ref]:.1f} "
+                   f"| {c['median_seconds']:.1f} ({c['wall_speedup_vs_' + ref]:.1f}) "
                    f"| {c['median_objective']:.4g} | {c['problems_at_or_below_' + ref]}/{c['problems']} "
-                   f"| {c['mean_iterations']:.1f} | {c['gflops_per_plan']:.1f} |")
+                   f"| {c['mean_iterations']:.1f} | {c['gflops_per_plan']:.3g} |")
     return "\n".join(out)
 
 
@@ -505,10 +518,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="write the JSON result here too")
     ap.add_argument("--work-dir", type=Path, help="keep the run folder and artifact here (default: a temp dir)")
     ap.add_argument("--quick", action="store_true", help="tiny model, 8 samples x 2 iterations, 1 problem")
+    ap.add_argument("--only", type=int, nargs="+", help="plan only these problem indices (parallel runs; --merge)")
     ap.add_argument("--table", type=Path, help="print a markdown table of this result file and exit")
+    ap.add_argument("--merge", type=Path, nargs="+", help="merge the rows of --only runs into --out and exit")
     args = ap.parse_args(argv)
     if args.table:
         print(table(json.loads(args.table.read_text())))
+        return 0
+    if args.merge:
+        parts = [json.loads(p.read_text()) for p in args.merge]
+        rows = [r for p in parts for r in p["rows"]]
+        merged = {**parts[0], "rows": rows, "merged_from": [str(p) for p in args.merge],
+                  "machines": [p["machine"] for p in parts],
+                  "summary": summarize(rows, {k: v * 1e9 for k, v in parts[0]["summary"]["gflops_per_sample"].items()})}
+        text = json.dumps(merged, indent=1)
+        print(text)
+        if args.out:
+            args.out.write_text(text + "\n")
         return 0
     checkout = find_checkout(args.dino_wm)
     if checkout is None:
@@ -527,11 +553,11 @@ def main(argv: list[str] | None = None) -> int:
         artifact = work / "imported.pt"
         import_run(run.dir, read_stats(run.stats), artifact, run.encoder_weights, planner="default")
         model = load_model(artifact, device="cpu")
-        rows = compare(run, model, problems, args.seed, tuple(args.cells), args.quick)
+        rows = compare(run, model, problems, args.seed, tuple(args.cells), args.quick, args.only)
     result = {"benchmark": "dino_wm_peer", "machine": machine(), "quick": args.quick, "sizes": asdict(sizes),
               "dino_wm_checkout": str(checkout), "problems": problems,
               "configs": {k: v.to_dict() for k, v in our_configs(model, args.quick).items()},
-              "summary": summarize(rows, model), "rows": rows}
+              "summary": summarize(rows, flops_per_sample(model)), "rows": rows}
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:
