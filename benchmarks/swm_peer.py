@@ -79,12 +79,12 @@ QUICK = {"num_samples": 8, "topk": 2, "n_steps": 2}
 
 def import_solvers() -> types.ModuleType | None:
     """`stable_worldmodel.solver`, without the package's heavy top-level imports; None if not installed."""
-    spec = importlib.util.find_spec("stable_worldmodel")
-    if spec is None or not spec.submodule_search_locations:
-        return None
     if "stable_worldmodel" not in sys.modules:
+        spec = importlib.util.find_spec("stable_worldmodel")
+        if spec is None or not spec.submodule_search_locations:
+            return None
         pkg = types.ModuleType("stable_worldmodel")
-        pkg.__path__ = list(spec.submodule_search_locations)
+        pkg.__path__, pkg.__spec__ = list(spec.submodule_search_locations), spec
         sys.modules["stable_worldmodel"] = pkg
     return importlib.import_module("stable_worldmodel.solver")
 

@@ -73,4 +73,5 @@ def test_quick_closed_loop_rows_join_the_solvers_table(swm, tmp_path, capsys):
     assert rows[1]["gflops_per_plan"] == pytest.approx(want)
     capsys.readouterr()
     assert solvers.main(["--table", "--from", str(out)]) == 0
-    assert all(f"`{c}`" in capsys.readouterr().out for c in cells)
+    table = capsys.readouterr().out
+    assert all(f"`{c}`" in table for c in cells)
