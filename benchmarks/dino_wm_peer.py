@@ -44,7 +44,7 @@ its code). One torch thread; medians over problems; ratios are DINO-WM's
 30-iteration median time over each cell's.
 
 What the benchmark supplies to DINO-WM's code, and only here (each a few
-lines below, none of its logic replaced):
+lines in `benchmarks/dino_wm_run.py`, none of its logic replaced):
 * `torch.hub.load("facebookresearch/dinov2", "dinov2_vits14")` returns a
   locally built ViT-S/14 with DINOv2's parameter names and seeded weights
   (`models.encoders.DinoV2Encoder` + `forward_features`); nothing is downloaded.
