@@ -162,7 +162,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_title(f"wall, {goals} goals (closed loop)")
         ax.grid(alpha=0.3)
     handles = {h.get_label(): h for ax in axes for h in ax.collections}
-    axes[1].legend(handles.values(), handles.keys(), fontsize=8, loc="center")
+    axes[1].legend(handles.values(), handles.keys(), fontsize=8, loc="lower left", ncol=2)
     axes[0].set_ylabel("success rate (%)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
