@@ -56,8 +56,8 @@ import torch
 
 from benchmarks.common import ROOT, find_default_model, machine, set_threads
 from benchmarks.flops import encoder_flops, rollout_flops
-from client_examples.closed_loop import BUDGETS, make_tasks, run_episode
-from envs import WallEnv
+from envs.episodes import wall_episodes
+from envs.tasks import WALL_BUDGETS as BUDGETS
 from models import Latent, WorldModel, load_model
 from planning import CEMConfig, objective
 from planning.evaluate import Evaluator
@@ -127,7 +127,7 @@ class WallCost:
 
 
 class SWMPlanner:
-    """`client_examples.closed_loop.Planner` over one stable-worldmodel solver."""
+    """Cold plans and warm replans (env actions) from one stable-worldmodel solver."""
 
     def __init__(self, model: WorldModel, solver: Any, cost: WallCost) -> None:
         self.model, self.solver, self.cost = model, solver, cost
@@ -164,6 +164,32 @@ class SWMPlanner:
         return self._plan(obs, proprio, self.last[executed_steps:])  # WorldModelPolicy's warm start
 
 
+class SWMClient:
+    """The slice of `wm_client.PlanningClient` that the project's one episode runner (`envs.episodes`, on
+    `wm_client.ControlLoop`) calls, answered by an `SWMPlanner`: the peer runs in the same loop as ours."""
+
+    def __init__(self, planner: SWMPlanner) -> None:
+        self.planner = planner
+
+    def wait_ready(self, timeout: float = 0.0) -> dict[str, Any]:
+        return {"model": {"frameskip": self.planner.frameskip}}
+
+    def _reply(self, actions: np.ndarray) -> dict[str, Any]:
+        return {"actions": actions.tolist(), "frameskip": self.planner.frameskip, "session_id": "swm",
+                "served_by": "stable-worldmodel"}
+
+    def plan(self, obs: np.ndarray, goal: np.ndarray, proprio: np.ndarray, goal_proprio: np.ndarray,
+             **_: Any) -> dict[str, Any]:
+        return self._reply(self.planner.plan(obs, np.asarray(proprio), goal, np.asarray(goal_proprio)))
+
+    def replan(self, session_id: str, obs: np.ndarray, proprio: np.ndarray, executed_steps: int = 1,
+               **_: Any) -> dict[str, Any]:
+        return self._reply(self.planner.replan(obs, np.asarray(proprio), executed_steps))
+
+    def delete_session(self, session_id: str) -> None:
+        """Nothing to end: the planner keeps only the last plan."""
+
+
 def make_solver(solvers: types.ModuleType, name: str, cost: WallCost, model: WorldModel, seed: int,
                 quick: bool) -> tuple[Any, dict[str, Any]]:
     cls_name, kwargs = CELLS[name]
@@ -189,10 +215,8 @@ def run_cell(model: WorldModel, solvers: types.ModuleType, name: str, goals: str
     cost = WallCost(model, cfg)
     solver, shown = make_solver(solvers, name, cost, model, seed, quick)
     planner = SWMPlanner(model, solver, cost)
-    env = WallEnv()
     t0 = time.perf_counter()
-    outcomes = [run_episode(env, planner, start, goal, BUDGETS[goals])
-                for start, goal in make_tasks(goals, episodes, seed, env, model.config.frameskip)]
+    outcomes = list(wall_episodes(SWMClient(planner), episodes, seed, goals))
     c = model.config
     fwd, grad = rollout_flops(c, HORIZON, "ours").total, 3 * rollout_flops(c, HORIZON, "before").total
     rec = planner.records
