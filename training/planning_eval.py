@@ -16,8 +16,10 @@ RUN/planning_eval.png (success and val loss against epochs), and prints the
 rows.
 
 Environments come from one small registry (`SUITES`), keyed by the dataset's
-meta.json `env`: each entry draws its tasks from envs/tasks.py and runs an
-episode with the project's control loop; the trainer has no env-specific code.
+meta.json `env`: each entry runs its tasks (envs/tasks.py) with the project's
+one episode runner (envs.episodes, on wm_client.ControlLoop) against an
+in-process `planning.local.LocalClient`, which plans as the server does with
+the model's serving defaults; the trainer has no env-specific code.
 """
 
 from __future__ import annotations
@@ -30,78 +32,51 @@ import math
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from envs.tasks import PUSHT_BUDGET, WALL_BUDGETS, Task
+from envs.tasks import PUSHT_BUDGET, WALL_BUDGETS
 from training.config import PlanningEvalConfig
 
 log = logging.getLogger(__name__)
 __all__ = ["PlanningEvalResult", "SUITES", "evaluate", "evaluate_artifact", "evaluate_run", "servable_copy", "suite"]
 
-# An episode runner: (task, budget in model steps, model steps executed between replans) -> (success, steps).
-Runner = Callable[[Task, int, int], tuple[bool, int]]
+# An evaluation's episodes: (client, episodes, seed, task kind, budget, execute, planner overrides) -> the one
+# episode runner's results (envs.episodes.EpisodeResult), yielded as each finishes.
+Episodes = Callable[[Any, int, int, str, int, int, "Mapping[str, Any] | None"], Iterator[Any]]
 
 
-class Suite(Protocol):
-    """How planning is evaluated in one environment."""
+@dataclass(frozen=True)
+class Suite:
+    """How planning is evaluated in one environment: its task kinds and their default budgets, and its
+    episodes (tasks from envs/tasks.py, run by envs.episodes on wm_client.ControlLoop)."""
 
     budgets: Mapping[str, int]  # task kind -> default budget (model steps)
-
-    def tasks(self, kind: str, n: int, seed: int, model_config: Any) -> list[Task]: ...
-
-    def runner(self, model: Any, planner: Mapping[str, Any], seed: int) -> Runner: ...
+    episodes: Episodes
 
 
-class _Wall:
-    budgets = WALL_BUDGETS
+def _wall() -> Suite:
+    from envs.episodes import wall_episodes
 
-    def tasks(self, kind: str, n: int, seed: int, model_config: Any) -> list[Task]:
-        from envs.tasks import wall_tasks
-
-        return wall_tasks(kind, n, seed, frameskip=model_config.frameskip)
-
-    def runner(self, model: Any, planner: Mapping[str, Any], seed: int) -> Runner:
-        # TEMPORARY call site until the shared episode runner (issue 16 item 3) lands: the
-        # wall example's loop and in-process planner, not a loop of our own.
-        from client_examples.closed_loop import InProcessPlanner, run_episode
-        from envs import WallEnv
-
-        env, p = WallEnv(), InProcessPlanner(model, config=_planner_config(model, planner), seed=seed)
-
-        def run(task: Task, budget: int, execute: int) -> tuple[bool, int]:
-            r = run_episode(env, p, task.start, task.goal, budget, execute)
-            return r.success, r.steps
-
-        return run
+    return Suite(WALL_BUDGETS, lambda client, n, seed, kind, budget, execute, planner: wall_episodes(
+        client, n, seed, kind, execute=execute, planner=planner, budget=budget))
 
 
-class _PushT:
-    budgets = {"near": PUSHT_BUDGET}
+def _pusht() -> Suite:
+    try:
+        import gym_pusht  # noqa: F401
+    except ImportError:
+        raise ValueError("planning_eval on a PushT dataset needs the pusht extra: pip install -e '.[pusht]'") from None
+    from envs.episodes import pusht_episodes
 
-    def __init__(self) -> None:
-        try:
-            import gym_pusht  # noqa: F401
-        except ImportError:
-            raise ValueError("planning_eval on a PushT dataset needs the pusht extra: pip install -e '.[pusht]'") \
-                from None
-
-    def tasks(self, kind: str, n: int, seed: int, model_config: Any) -> list[Task]:
-        from envs.pusht import PushTEnv
-        from envs.tasks import pusht_tasks
-
-        if kind not in self.budgets:
-            raise ValueError(f"planning_eval.tasks={kind!r}: PushT has {sorted(self.budgets)}")
-        return pusht_tasks(PushTEnv(image_size=model_config.image_size), n, seed, model_config.frameskip)
-
-    def runner(self, model: Any, planner: Mapping[str, Any], seed: int) -> Runner:
-        raise NotImplementedError("PushT planning evaluation needs the shared episode runner (issue 16 item 3)")
+    return Suite({"near": PUSHT_BUDGET}, lambda client, n, seed, kind, budget, execute, planner: pusht_episodes(
+        client, n, seed, budget=budget, execute=execute, planner=planner))
 
 
-SUITES: dict[str, Callable[[], Suite]] = {"wall": _Wall, "pusht": _PushT}
+SUITES: dict[str, Callable[[], Suite]] = {"wall": _wall, "pusht": _pusht}
 
 
 def suite(env: str) -> Suite:
@@ -116,12 +91,6 @@ def check(env: str, cfg: PlanningEvalConfig) -> None:
     s = suite(env)
     if cfg.tasks not in s.budgets:
         raise ValueError(f"planning_eval.tasks={cfg.tasks!r}: env {env!r} has {sorted(s.budgets)}")
-
-
-def _planner_config(model: Any, overrides: Mapping[str, Any]) -> Any:
-    from planning import CEMConfig
-
-    return replace(CEMConfig.for_model(model, model.device.type), **overrides)
 
 
 def servable_copy(model: Any, planner: Mapping[str, Any]) -> Any:
@@ -160,21 +129,24 @@ def evaluate(model: Any, cfg: PlanningEvalConfig, env: str) -> PlanningEvalResul
     same tasks. No episode starts after `cfg.max_seconds`; the first always runs.
     Torch's global RNG is left as it was (a resumed training run stays exact).
     """
+    from planning.local import LocalClient
+
+    check(env, cfg)
     s = suite(env)
     budget = cfg.budget or s.budgets[cfg.tasks]
     t0 = time.monotonic()
-    with torch.random.fork_rng(devices=[]), torch.inference_mode():
-        tasks = s.tasks(cfg.tasks, cfg.episodes, cfg.seed, model.config)
-        run = s.runner(model, cfg.planner, cfg.seed)
-        outcomes: list[tuple[bool, int]] = []
-        for task in tasks:
-            outcomes.append(run(task, budget, cfg.execute))
+    outcomes: list[tuple[bool, int]] = []
+    with torch.random.fork_rng(devices=[]), LocalClient(model) as client:
+        episodes = s.episodes(client, cfg.episodes, cfg.seed, cfg.tasks, budget, cfg.execute, cfg.planner or None)
+        for result in episodes:  # tasks are drawn up front, episodes run one by one: the bound stops between them
+            outcomes.append((result.success, result.steps))
             if time.monotonic() - t0 >= cfg.max_seconds:
                 break
+        episodes.close()
     seconds = time.monotonic() - t0
-    if len(outcomes) < len(tasks):
+    if len(outcomes) < cfg.episodes:
         log.warning("planning eval: max_seconds=%g spent after %d of %d episodes", cfg.max_seconds, len(outcomes),
-                    len(tasks))
+                    cfg.episodes)
     return PlanningEvalResult(success_rate=sum(ok for ok, _ in outcomes) / len(outcomes), episodes=len(outcomes),
                               requested=cfg.episodes, seconds=seconds,
                               mean_steps=statistics.fmean(steps for _, steps in outcomes), env=env, tasks=cfg.tasks,

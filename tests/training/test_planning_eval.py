@@ -15,7 +15,6 @@ from dataclasses import replace
 import pytest
 import torch
 
-from envs.tasks import Task
 from models import WorldModel, load_model
 from models.artifact import read_artifact
 from tests.training.test_trainer import MODEL, PHASE, config, dataset, scripted_val, weights  # noqa: F401 - fixture
@@ -27,6 +26,16 @@ from training.trainer import Trainer
 # A planner small enough that an episode of the tiny model takes a few hundredths of a second.
 TINY_PLANNER = {"num_samples": 16, "topk": 4, "opt_steps": 3, "min_iterations": 1, "horizon": 2}
 EVAL = PlanningEvalConfig(every=2, episodes=3, budget=3, planner=TINY_PLANNER)
+
+
+def tiny_model(dataset):
+    """A randomly initialised tiny model as the trainer would serve it."""
+    from envs.dataset import load_dataset
+
+    ds = load_dataset(dataset)
+    torch.manual_seed(0)
+    stats = compute_stats(ds, split_episodes(ds.num_episodes, 0.1, 0), str(dataset))
+    return planning_eval.servable_copy(WorldModel(MODEL, stats), {})
 
 
 def rows_of(out):
@@ -79,12 +88,7 @@ def test_the_hook_runs_every_nth_predictor_epoch_and_logs_its_keys(dataset, tmp_
 
 
 def test_evaluation_tasks_are_fixed_and_the_time_bound_stops_it(dataset):
-    from envs.dataset import load_dataset
-
-    ds = load_dataset(dataset)
-    torch.manual_seed(0)
-    model = planning_eval.servable_copy(WorldModel(MODEL, compute_stats(ds, split_episodes(ds.num_episodes, 0.1, 0),
-                                                                        str(dataset))), {})
+    model = tiny_model(dataset)
     cfg = replace(EVAL, episodes=4)
     first, again = planning_eval.evaluate(model, cfg, "wall"), planning_eval.evaluate(model, cfg, "wall")
     assert first.episodes == first.requested == 4
@@ -237,8 +241,16 @@ def test_monitor_plots_and_reports_planning_success(tmp_path):
     assert (tmp_path / "m" / "predictor.png").is_file()
 
 
-def test_tasks_come_from_the_dataset_environment_registry():
-    wall = planning_eval.suite("wall")
-    tasks = wall.tasks("near", 3, 1000, MODEL)
-    assert len(tasks) == 3 and all(isinstance(t, Task) for t in tasks)
-    assert wall.budgets == {"near": 10, "far": 40}
+def test_the_evaluation_is_the_shared_episode_runner_on_a_local_client(dataset):
+    """One control loop: the evaluator's numbers are envs.episodes' on planning.local.LocalClient."""
+    from envs.episodes import wall_episodes, wall_summary
+    from planning.local import LocalClient
+
+    model = tiny_model(dataset)
+    cfg = replace(EVAL, episodes=3)
+    ours = planning_eval.evaluate(model, cfg, "wall")
+    with LocalClient(model) as client:
+        theirs = wall_summary(list(wall_episodes(client, 3, cfg.seed, "near", planner=TINY_PLANNER, budget=3)),
+                              "near", cfg.seed)
+    assert (ours.success_rate, ours.mean_steps) == (theirs["success_rate"], theirs["mean_steps"])
+    assert planning_eval.suite("wall").budgets == {"near": 10, "far": 40}
