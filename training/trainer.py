@@ -9,7 +9,9 @@ NaN/divergence detection that stops and keeps the best model, every loss
 component logged on its own, `best` and `latest` written atomically every
 epoch, exact resume from `latest` (weights, optimiser, scheduler, RNG,
 position inside the epoch), Ctrl-C / SIGTERM save `latest` before exiting,
-metrics in JSONL, a progress bar.
+metrics in JSONL, a progress bar. With `planning_eval` on, closed-loop planning
+success on fixed held-out tasks every N epochs of the servable phase, logged in
+the epoch's row (training/planning_eval.py).
 
 Resuming from `best` (`run(resume="best", lr=...)`) rolls the current phase
 back to its best epoch: the best weights, the epoch counter and the history
@@ -20,7 +22,9 @@ at the best epoch is not kept); the abandoned epochs' metrics are archived.
 Run folder:
     latest.pt       training state (weights-only loadable), for --resume; it
                     also holds the encoder phase's best encoder and decoder
-    best.pt         the best model so far as a servable artifact (with stats)
+    best.pt         the best model so far as a servable artifact (with stats):
+                    the lowest val loss, or with select_best "planning_success"
+                    the most successful measured epoch (its metadata says which)
     model.pt        the final model (= best), written when training ends
     metrics.jsonl   one JSON object per epoch, with each loss component and
                     its weight in the total (`loss_weights`)
