@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,8 +59,9 @@ def scripted_success(monkeypatch, trainer, success, calls=None):
 
 def test_planning_eval_is_off_by_default_and_in_the_shipped_configs(dataset, tmp_path, monkeypatch):
     assert not TrainConfig(dataset="d", out="o").planning_eval.enabled
+    configs = Path(__file__).resolve().parents[2] / "configs"
     for name in ("wall.json", "wall_tiny.json", "pusht.json"):
-        assert not TrainConfig.load(f"configs/{name}").planning_eval.enabled, name
+        assert not TrainConfig.load(configs / name).planning_eval.enabled, name
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("planning evaluation ran while off")
