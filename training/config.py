@@ -7,7 +7,8 @@
       "val_fraction": 0.1,                 # episode-level split
       "model": {...},                      # WorldModelConfig fields
       "encoder": {...},                    # PhaseConfig for the autoencoder phase
-      "predictor": {...}                   # PhaseConfig for the predictor phase
+      "predictor": {...},                  # PhaseConfig for the predictor phase
+      "planning_eval": {...}               # PlanningEvalConfig: closed-loop success every N epochs (off by default)
     }
 
 Unknown keys are errors, so a typo never silently falls back to a default.
@@ -16,7 +17,8 @@ Unknown keys are errors, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,66 @@ def _strict(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
     return data
+
+
+SELECT_BEST = ("val_loss", "planning_success")
+
+
+@dataclass(frozen=True)
+class PlanningEvalConfig:
+    """Closed-loop planning success on a fixed set of held-out tasks, measured
+    every `every` epochs of a phase that yields a servable model (the
+    predictor). The environment is the dataset's (meta.json `env`); see
+    training/planning_eval.py for the tasks of each.
+
+    Args:
+    every: evaluate after every this many epochs; 0 = off (the default: it
+        costs whole closed-loop episodes of planning).
+    episodes: tasks evaluated each time (the same tasks every time).
+    tasks: the task kind of the environment ("near" or "far" on the wall;
+        "near" on PushT: DINO-WM's goal 5 model steps away).
+    seed: seed of the tasks and of the plans; fixed, and not the dataset's
+        collection seed, so that the tasks are held out.
+    budget: model steps per episode; None = the task kind's default (wall
+        near 10, far 40; PushT 10).
+    execute: model steps executed between replans.
+    planner: planner settings over the model's serving defaults
+        (CEMConfig.for_model: the device preset plus the config's `planner`);
+        fewer samples or iterations make the check cheaper.
+    max_seconds: bound on one evaluation: no further episode starts once this
+        much time is spent (at least one episode always runs); the number of
+        episodes that ran is logged beside the success.
+    """
+
+    every: int = 0
+    episodes: int = 10
+    tasks: str = "near"
+    seed: int = 1000
+    budget: int | None = None
+    execute: int = 1
+    planner: dict[str, Any] = field(default_factory=dict)
+    max_seconds: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.every < 0:
+            raise ValueError(f"planning_eval.every={self.every}: must be >= 0 (0 = off)")
+        for name in ("episodes", "execute"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"planning_eval.{name}={getattr(self, name)}: must be >= 1")
+        if self.budget is not None and self.budget < 1:
+            raise ValueError(f"planning_eval.budget={self.budget}: must be >= 1 model step, or null for the default")
+        if not (isinstance(self.max_seconds, (int, float)) and self.max_seconds > 0 and math.isfinite(self.max_seconds)):
+            raise ValueError(f"planning_eval.max_seconds={self.max_seconds!r}: must be a finite number of seconds > 0")
+        from planning import CEMConfig  # overrides are validated now, not after an hour of training
+
+        try:  # over the CPU preset, where the trainer plans
+            replace(CEMConfig.cpu_preset(), **self.planner)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"planning_eval.planner={self.planner}: {exc}") from None
+
+    @property
+    def enabled(self) -> bool:
+        return self.every > 0
 
 
 @dataclass(frozen=True)
@@ -50,6 +112,14 @@ class PhaseConfig:
         then in `snapshots/<phase>-<epoch>.pt` (servable artifacts, for
         evaluating how planning success tracked the losses); 0 = off. Only
         the predictor phase yields a servable model.
+    select_best: what makes an epoch the best one, kept in best.pt and
+        copied to model.pt: "val_loss" (the lowest validation loss) or
+        "planning_success" (the highest closed-loop success among the epochs
+        `planning_eval` measured, ties broken by the lower validation loss;
+        until the first measurement, the lowest validation loss). A low
+        prediction loss does not guarantee good plans. Early stopping, the
+        learning-rate schedule and divergence stay on the validation loss.
+        Only a phase that yields a servable model can use "planning_success".
     """
 
     epochs: int = 10
@@ -67,8 +137,11 @@ class PhaseConfig:
     divergence_factor: float = 10.0
     val_batches: int = 8
     snapshot_every: int = 0
+    select_best: str = "val_loss"
 
     def __post_init__(self) -> None:
+        if self.select_best not in SELECT_BEST:
+            raise ValueError(f"select_best={self.select_best!r}: expected one of {list(SELECT_BEST)}")
         for name in ("steps_per_epoch", "batch_size", "patience", "val_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
@@ -97,6 +170,13 @@ class TrainConfig:
     # CEM settings recommended for planning with this model, stored in the
     # artifact's metadata and used as the server's defaults (CEMConfig.for_model).
     planner: dict[str, Any] = field(default_factory=dict)
+    planning_eval: PlanningEvalConfig = field(default_factory=PlanningEvalConfig)
+
+    def __post_init__(self) -> None:
+        for phase in ("encoder", "predictor"):
+            if getattr(self, phase).select_best == "planning_success" and not self.planning_eval.enabled:
+                raise ValueError(f"{phase}.select_best='planning_success' needs planning_eval.every > 0 "
+                                 "(nothing measures planning success otherwise)")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -110,6 +190,8 @@ class TrainConfig:
             raise ValueError(f"planner: {exc}") from None
         for phase in ("encoder", "predictor"):
             data[phase] = PhaseConfig(**_strict(PhaseConfig, data.get(phase, {}), f"{phase} phase"))
+        data["planning_eval"] = PlanningEvalConfig(**_strict(PlanningEvalConfig, data.get("planning_eval", {}),
+                                                             "planning_eval"))
         return cls(**data)
 
     @classmethod

@@ -2,11 +2,13 @@
 
 Reads RUN_DIR/metrics.jsonl (also while the trainer is still writing it) and
 writes to OUT (default RUN_DIR/monitor/):
-    <phase>.png     one figure per phase: train vs val loss, each loss
+    <phase>.png     one figure per phase: train vs val loss (and the
+                    planning success the trainer measured, right axis), each loss
                     component, learning rate, gradient norm, rolling std of
                     the val loss, train/val gap
     diagnosis.json  the findings (training/diagnose.py), each with evidence
-                    and a recommended action; also printed as text (or as
+                    and a recommended action, and the planning successes
+                    per phase ("planning"); also printed as text (or as
                     JSON with --json)
 --watch re-reads the log every --interval seconds and refreshes both when it
 changed, until Ctrl-C. Thresholds: --threshold plateau_epochs=20 (repeatable;
@@ -74,6 +76,7 @@ def plot_phase(phase: str, rows: Sequence[Mapping[str, Any]], path: Path, thresh
         ax[0].annotate(f"best {val[b]:.4g} @ {int(epochs[b])}", (epochs[b], val[b]), textcoords="offset points",
                        xytext=(-4 if right else 4, 8), ha="right" if right else "left", fontsize=8)
     _style(ax[0], "loss (train vs val)", log=True)
+    add_planning_success(ax[0], rows)
 
     components = sorted({k.split("_", 1)[1] for r in rows for k in r
                          if k.startswith(("train_", "val_")) and k.split("_", 1)[1] not in NOT_COMPONENTS})
@@ -112,6 +115,38 @@ def plot_phase(phase: str, rows: Sequence[Mapping[str, Any]], path: Path, thresh
     return path
 
 
+def add_planning_success(ax: Any, rows: Sequence[Mapping[str, Any]]) -> Any:
+    """Planning success (the trainer's `planning_eval`) on a right-hand axis of `ax`, at the epochs
+    it was measured; the twin axis, or None when no row has it."""
+    measured = [r for r in rows if isinstance(r.get("planning_success"), (int, float))]
+    if not measured:
+        return None
+    twin = ax.twinx()
+    twin.plot([r["epoch"] for r in measured], [r["planning_success"] for r in measured], "s--", color="tab:green",
+              label="planning success", ms=4, lw=1.2)
+    twin.set_ylim(-0.05, 1.05)
+    twin.set_ylabel("planning success", color="tab:green", fontsize=8)
+    twin.tick_params(axis="y", labelcolor="tab:green", labelsize=8)
+    twin.legend(fontsize=7, loc="upper center")
+    return twin
+
+
+def planning_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The measured planning successes of one phase: per epoch, the best and the last, and where the
+    val loss was lowest (None when none was measured)."""
+    measured = [r for r in rows if isinstance(r.get("planning_success"), (int, float))]
+    if not measured:
+        return None
+    best = max(measured, key=lambda r: (r["planning_success"], -r.get("val_loss", math.inf)))
+    val = [r for r in rows if isinstance(r.get("val_loss"), (int, float)) and math.isfinite(r["val_loss"])]
+    lowest = min(val, key=lambda r: r["val_loss"]) if val else None
+    return {"epochs": [int(r["epoch"]) for r in measured], "success": [r["planning_success"] for r in measured],
+            "episodes": [r.get("planning_episodes") for r in measured],
+            "best": {"epoch": int(best["epoch"]), "success": best["planning_success"]},
+            "last": {"epoch": int(measured[-1]["epoch"]), "success": measured[-1]["planning_success"]},
+            "lowest_val_epoch": int(lowest["epoch"]) if lowest else None}
+
+
 def _line(ax: Any, x: np.ndarray, y: np.ndarray, label: str, color: str, ls: str = "-") -> None:
     y = np.where(np.isfinite(y), y, np.nan)  # Inf breaks the line like NaN instead of wrecking the scale
     if np.isfinite(y).any():
@@ -135,9 +170,10 @@ def report(run_dir: Path, out: Path, thresholds: Thresholds) -> dict[str, Any]:
     findings = diagnose(rows, thresholds)
     phases = split_phases(rows)
     plots = [plot_phase(p, prows, out / f"{p}.png", thresholds, findings) for p, prows in phases.items()]
+    planning = {p: summary for p, prows in phases.items() if (summary := planning_summary(prows))}
     result = {"run": str(run_dir), "epochs": {p: len(r) for p, r in phases.items()},
               "findings": [f.to_dict() for f in findings], "plots": [str(p) for p in plots],
-              "thresholds": asdict(thresholds)}
+              "thresholds": asdict(thresholds), "planning": planning}
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "diagnosis.json.tmp"
     tmp.write_text(json.dumps(result, indent=2, allow_nan=False))
@@ -152,6 +188,10 @@ def _print(result: dict[str, Any], as_json: bool) -> None:
     epochs = ", ".join(f"{p} {n} epochs" for p, n in result["epochs"].items())
     print(f"{result['run']}: {epochs}")
     print(format_findings([Finding(**f) for f in result["findings"]]))
+    for phase, p in result.get("planning", {}).items():
+        trace = ", ".join(f"{e}: {v:.0%}" for e, v in zip(p["epochs"], p["success"]))
+        print(f"{phase} planning success by epoch: {trace}; best {p['best']['success']:.0%} at epoch "
+              f"{p['best']['epoch']}, lowest val loss at epoch {p['lowest_val_epoch']}")
     print(f"plots: {', '.join(result['plots'])}")
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import numpy as np
 import torch
@@ -98,6 +98,7 @@ class Phase(ABC):
 
     name: ClassVar[str]
     key: ClassVar[int]  # batch seed key: fixed per phase, never reused
+    servable: ClassVar[bool] = False  # yields a model the planner can serve (planning success is measurable)
 
     def __init__(self, ctx: Context, cfg: PhaseConfig, train_pool: np.ndarray, val_pool: np.ndarray) -> None:
         self.ctx, self.cfg = ctx, cfg
@@ -139,15 +140,17 @@ class Phase(ABC):
 
     # Best checkpoint ---------------------------------------------------------------
     @abstractmethod
-    def save_best(self, state: State) -> None:
-        """Keep the current weights as the phase's best (state.epoch, state.best_val are the new best)."""
+    def save_best(self, state: State, metadata: Mapping[str, Any] | None = None) -> None:
+        """Keep the current weights as the phase's best (state.best_epoch is the new best);
+        `metadata`: how it was selected, for a servable artifact's metadata."""
 
     def checkpoint(self) -> dict[str, Any]:
         """Entries this phase adds to latest.pt (tensors and plain types only)."""
         return {}
 
-    def save_snapshot(self, state: State, path: Path) -> bool:
-        """Write the model as it is now to `path` as a servable artifact; False if this phase has none."""
+    def save_snapshot(self, state: State, path: Path, metadata: Mapping[str, Any] | None = None) -> bool:
+        """Write the model as it is now to `path` as a servable artifact (with `metadata`, e.g. this
+        epoch's val loss); False if this phase has none."""
         return False
 
     def restore(self, payload: dict[str, Any]) -> None:
@@ -194,7 +197,7 @@ class EncoderPhase(Phase):
     def loss_weights(self) -> dict[str, float]:
         return {"recon": 1.0, "latent_reg": 1.0}  # LATENT_REG is inside the logged latent_reg
 
-    def save_best(self, state: State) -> None:
+    def save_best(self, state: State, metadata: Mapping[str, Any] | None = None) -> None:
         self.best_encoder = {k: v.clone() for k, v in self.ctx.model.encoder.state_dict().items()}
         self.best_decoder = {k: v.clone() for k, v in self.ctx.decoder.state_dict().items()}
 
@@ -222,7 +225,7 @@ class EncoderPhase(Phase):
 
 
 class PredictorPhase(Phase):
-    name, key = "predictor", 1
+    name, key, servable = "predictor", 1, True
 
     def __init__(self, ctx: Context, cfg: PhaseConfig) -> None:
         c = ctx.cfg.model
@@ -272,17 +275,18 @@ class PredictorPhase(Phase):
     def loss_weights(self) -> dict[str, float]:
         return {"pred_visual": 1.0, "pred_proprio": self.ctx.cfg.alpha}  # pred_proprio is logged unweighted
 
-    def _metadata(self, state: State) -> dict[str, Any]:
+    def _metadata(self, state: State, extra: Mapping[str, Any] | None) -> dict[str, Any]:
         cfg = self.ctx.cfg
-        return {"trained_by": "training.trainer", "dataset": str(cfg.dataset), "seed": cfg.seed,
-                "best_val": state.best_val, "predictor_epoch": state.epoch, "planner": dict(cfg.planner)}
+        return {"trained_by": "training.trainer", "dataset": str(cfg.dataset), "env": self.ctx.ds.meta.get("env"),
+                "seed": cfg.seed, "best_val": state.best_val, "predictor_epoch": state.epoch,
+                "planner": dict(cfg.planner), **(extra or {})}
 
-    def save_best(self, state: State) -> None:
-        save_model(self.ctx.model, self.ctx.out / "best.pt", metadata=self._metadata(state))
+    def save_best(self, state: State, metadata: Mapping[str, Any] | None = None) -> None:
+        save_model(self.ctx.model, self.ctx.out / "best.pt", metadata=self._metadata(state, metadata))
 
-    def save_snapshot(self, state: State, path: Path) -> bool:
+    def save_snapshot(self, state: State, path: Path, metadata: Mapping[str, Any] | None = None) -> bool:
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_model(self.ctx.model, path, metadata=self._metadata(state))
+        save_model(self.ctx.model, path, metadata=self._metadata(state, metadata))
         return True
 
     def restore_best(self, state: State) -> None:

@@ -9,7 +9,9 @@ NaN/divergence detection that stops and keeps the best model, every loss
 component logged on its own, `best` and `latest` written atomically every
 epoch, exact resume from `latest` (weights, optimiser, scheduler, RNG,
 position inside the epoch), Ctrl-C / SIGTERM save `latest` before exiting,
-metrics in JSONL, a progress bar.
+metrics in JSONL, a progress bar. With `planning_eval` on, closed-loop planning
+success on fixed held-out tasks every N epochs of the servable phase, logged in
+the epoch's row (training/planning_eval.py).
 
 Resuming from `best` (`run(resume="best", lr=...)`) rolls the current phase
 back to its best epoch: the best weights, the epoch counter and the history
@@ -20,7 +22,9 @@ at the best epoch is not kept); the abandoned epochs' metrics are archived.
 Run folder:
     latest.pt       training state (weights-only loadable), for --resume; it
                     also holds the encoder phase's best encoder and decoder
-    best.pt         the best model so far as a servable artifact (with stats)
+    best.pt         the best model so far as a servable artifact (with stats):
+                    the lowest val loss, or with select_best "planning_success"
+                    the most successful measured epoch (its metadata says which)
     model.pt        the final model (= best), written when training ends
     metrics.jsonl   one JSON object per epoch, with each loss component and
                     its weight in the total (`loss_weights`)
@@ -52,6 +56,7 @@ from models.artifact import atomic_torch_save
 from training.config import PhaseConfig, TrainConfig
 from training.data import compute_stats, split_episodes
 from training.decoder import Decoder
+from training import planning_eval
 from training.diagnose import new_findings
 from training.phases import PHASES, Context, Phase, ResumeError
 
@@ -68,8 +73,10 @@ class State:
     epoch_step: int = 0  # completed steps of the current epoch
     global_step: int = 0  # steps of this phase, for warm-up
     epoch_sums: dict[str, float] = field(default_factory=dict)
-    best_val: float = math.inf
-    best_epoch: int = 0  # epoch of best_val (0: none yet)
+    best_val: float = math.inf  # lowest validation loss (early stopping, divergence)
+    best_epoch: int = 0  # epoch kept in best.pt (0: none yet); of best_val unless select_best says otherwise
+    best_epoch_val: float = math.inf  # validation loss of best_epoch
+    best_success: float | None = None  # planning success of best_epoch (None: not measured)
     bad_epochs: int = 0
     status: str = "running"  # running | early_stopped | max_epochs | diverged | interrupted | done
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -90,10 +97,12 @@ class Trainer:
             self.model.proprio_encoder.requires_grad_(False)  # fixed injective map: cannot collapse
         ctx = Context(cfg, self.ds, self.split, self.model, self.decoder, self.out, progress)
         self.phases: dict[str, Phase] = {p.name: p(ctx, getattr(cfg, p.name)) for p in PHASES}
+        self._check_planning_eval()
         self.phase = self.phases[PHASES[0].name]  # the phase whose optimiser latest.pt holds
         self.state = State()
         self.stop_requested = False
         self.on_step: Callable[["Trainer"], None] | None = None  # test hook
+        self._last_val = math.nan  # the epoch's validation loss, for the planning check
 
     def _start(self, phase: Phase) -> None:
         self.phase = phase
@@ -113,6 +122,31 @@ class Trainer:
             for k, v in self._losses(phase, self.phases[phase].batch_rows(0, i, val=True)).items():
                 sums[k] = sums.get(k, 0.0) + v.item()
         return {k: v / pc.val_batches for k, v in sums.items()}
+
+    def _planning_eval(self, phase: Phase) -> dict[str, Any] | None:
+        """Closed-loop planning success of the model as it is now, in its metrics-row keys;
+        None when not due this epoch (off, not every Nth epoch, or a phase with no servable model)."""
+        pe = self.cfg.planning_eval
+        if not (pe.enabled and phase.servable and self.state.epoch % pe.every == 0):
+            return None
+        if not math.isfinite(self._last_val):
+            return None  # diverged weights: nothing to plan with (the epoch ends the run)
+        result = planning_eval.evaluate(planning_eval.servable_copy(self.model, self.cfg.planner), pe,
+                                        self.ds.meta["env"])
+        return result.row()
+
+    def _check_planning_eval(self) -> None:
+        pe = self.cfg.planning_eval
+        for phase in self.phases.values():
+            if phase.cfg.select_best == "planning_success" and not phase.servable:
+                raise ValueError(f"{phase.name}.select_best='planning_success': the {phase.name} phase yields no "
+                                 "servable model to plan with; only a servable phase can")
+        if pe.enabled:
+            planning_eval.check(self.ds.meta["env"], pe)
+            collected = self.ds.meta.get("seed")
+            if collected is not None and collected == pe.seed:
+                raise ValueError(f"planning_eval.seed={pe.seed} is the dataset's collection seed; pick another so "
+                                 "that the evaluation tasks are held out")
 
     def _no_bar(self) -> bool | None:
         return None if self.progress is None else not self.progress
@@ -166,6 +200,9 @@ class Trainer:
         s.phase, s.epoch, s.epoch_step, s.epoch_sums = phase.name, s.best_epoch, 0, {}
         s.global_step, s.bad_epochs, s.status = s.best_epoch * pc.steps_per_epoch, 0, "running"
         s.history = [r for r in s.history if r["phase"] != phase.name or r["epoch"] <= s.best_epoch]
+        # The lowest val loss may belong to a dropped epoch (select_best "planning_success").
+        s.best_val = min((r["val_loss"] for r in s.history if r["phase"] == phase.name
+                          and math.isfinite(r.get("val_loss", math.nan))), default=s.best_val)
         self._archive_metrics(phase.name, s.best_epoch)
         self._start(phase)
         torch.set_rng_state(payload["torch_rng"])
@@ -274,23 +311,32 @@ class Trainer:
         s.epoch += 1
         s.epoch_step, s.epoch_sums = 0, {}
         phase.sched.step(val["loss"])
+        self._last_val = val["loss"]
+        planning = self._planning_eval(phase) or {}
+        success = planning.get("planning_success")
         improved = val["loss"] < s.best_val * (1 - pc.min_delta)
-        if math.isfinite(val["loss"]) and val["loss"] < s.best_val:
-            s.best_val, s.best_epoch = val["loss"], s.epoch
-            phase.save_best(s)
+        lowest = math.isfinite(val["loss"]) and val["loss"] < s.best_val
+        if lowest:
+            s.best_val = val["loss"]
+        if self._is_best(pc, val["loss"], success, lowest):
+            s.best_epoch, s.best_epoch_val, s.best_success = s.epoch, val["loss"], success
+            phase.save_best(s, self._selection(pc, val["loss"], planning))
         if pc.snapshot_every and s.epoch % pc.snapshot_every == 0:
-            phase.save_snapshot(s, self.out / "snapshots" / f"{phase.name}-{s.epoch:03d}.pt")
+            phase.save_snapshot(s, self.out / "snapshots" / f"{phase.name}-{s.epoch:03d}.pt",
+                                {"val_loss": val["loss"], **planning})
         s.bad_epochs = 0 if improved else s.bad_epochs + 1
         weights = phase.loss_weights()
         row = {"phase": phase.name, "epoch": s.epoch, "time": time.time(), "epoch_seconds": round(seconds, 3),
                "lr": phase.opt.param_groups[0]["lr"], **{f"train_{k}": v for k, v in train.items()},
-               **{f"val_{k}": v for k, v in val.items()}, "best_val": s.best_val,
+               **{f"val_{k}": v for k, v in val.items()}, "best_val": s.best_val, **planning,
                "loss_weights": {split: dict(weights) for split in ("train", "val")}}
         s.history.append(row)
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
-        log.info("%s epoch %d: train %.5g val %.5g (best %.5g) lr %.2g", phase.name, s.epoch, train["loss"],
-                 val["loss"], s.best_val, row["lr"])
+        shown = (f" planning success {success:.0%} ({planning['planning_episodes']} episodes, "
+                 f"{planning['planning_seconds']:.0f} s)" if planning else "")
+        log.info("%s epoch %d: train %.5g val %.5g (best %.5g) lr %.2g%s", phase.name, s.epoch, train["loss"],
+                 val["loss"], s.best_val, row["lr"], shown)
         for finding in new_findings(s.history):  # each problem logged once, the epoch it appears
             log.warning("%s %s at epoch %d: %s; %s", phase.name, finding.kind, s.epoch, finding.message,
                         finding.recommendation)
@@ -303,6 +349,28 @@ class Trainer:
             s.status, stop = "early_stopped", True
         self._save_latest()
         return stop
+
+    def _is_best(self, pc: PhaseConfig, val: float, success: float | None, lowest: bool) -> bool:
+        """Whether this epoch replaces best.pt: the lowest val loss, or with select_best
+        "planning_success" the highest measured success (ties: lower val loss); until the first
+        measurement, the lowest val loss."""
+        s = self.state
+        if pc.select_best == "val_loss":
+            return lowest
+        if success is None:
+            return lowest and s.best_success is None
+        if not math.isfinite(val):
+            return False
+        return s.best_success is None or (success, -val) > (s.best_success, -s.best_epoch_val)
+
+    def _selection(self, pc: PhaseConfig, val: float, planning: dict[str, Any]) -> dict[str, Any]:
+        """How best.pt was chosen, for its metadata (and so model.pt's)."""
+        by = pc.select_best if planning or pc.select_best == "val_loss" else "val_loss (no planning success yet)"
+        out: dict[str, Any] = {"selected_by": by, "val_loss": val}
+        if planning:
+            out.update(planning)
+            out["planning_eval"] = self.cfg.to_dict()["planning_eval"]
+        return out
 
     def _diverged(self, why: str) -> None:
         log.error("diverged: %s; stopping and keeping the best checkpoint", why)
