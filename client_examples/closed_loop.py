@@ -179,10 +179,11 @@ def run_episode(env: WallEnv, planner: Planner, start: np.ndarray, goal: np.ndar
 
 
 def evaluate(planner: Planner, episodes: int, seed: int, goals: str, execute: int = 1,
-             out=sys.stdout) -> dict:  # noqa: ANN001 - a text stream
+             out=sys.stdout, first: int = 0) -> dict:  # noqa: ANN001 - a text stream
+    """Run tasks first..episodes-1 of the seed's task list (first > 0: one shard of a split run)."""
     env = WallEnv()
     results = []
-    for i, (start, goal) in enumerate(make_tasks(goals, episodes, seed, env, planner.frameskip)):
+    for i, (start, goal) in enumerate(make_tasks(goals, episodes, seed, env, planner.frameskip)[first:], first):
         r = run_episode(env, planner, start, goal, BUDGETS[goals], execute)
         results.append(r)
         if out is not None:
@@ -208,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--goals", choices=sorted(BUDGETS), default="near")
     ap.add_argument("--execute", type=int, default=1, help="model steps executed between replans")
+    ap.add_argument("--first", type=int, default=0,
+                    help="skip the seed's first tasks: run tasks FIRST..EPISODES-1 (shards of one evaluation)")
     args = ap.parse_args(argv)
     if args.model:
         from models import load_model
@@ -216,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         planner = HttpPlanner(args.url, api_key=args.api_key, seed=args.seed)
     try:
-        summary = evaluate(planner, args.episodes, args.seed, args.goals, args.execute)
+        summary = evaluate(planner, args.episodes, args.seed, args.goals, args.execute, first=args.first)
     finally:
         if isinstance(planner, HttpPlanner):
             planner.close()

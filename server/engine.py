@@ -138,8 +138,9 @@ def rollout_equivalents(cfg: CEMConfig) -> float:
 
 def load_subgoals(option: str, model_path: Path, model_id: str) -> SubgoalGraph | None:
     """The subgoal graph the server plans with: "off" -> None; "auto" -> the model's
-    ``<name>.subgoals.pt`` if it exists; else that file, which must exist. A graph built
-    with another model is refused: its latents mean nothing to this encoder."""
+    ``<name>.subgoals.pt`` if it exists and was built with this model (else None, with a
+    warning); else that file, which must exist and match. A graph built with another model is
+    refused: its latents mean nothing to this encoder."""
     if option == "off":
         return None
     path = default_path(model_path) if option == "auto" else Path(option)
@@ -150,8 +151,12 @@ def load_subgoals(option: str, model_path: Path, model_id: str) -> SubgoalGraph 
                                 f"--model {model_path} --dataset DATA --out {path}`, or run with --subgoals off")
     graph = SubgoalGraph.load(path)
     if graph.model_id and graph.model_id != model_id:
-        raise SubgoalGraphError(f"{path} was built with another model (identity {graph.model_id}, this model "
-                                f"{model_id}); rebuild it for {model_path}")
+        message = (f"{path} was built with another model (identity {graph.model_id}, this model {model_id}); "
+                   f"rebuild it with `python -m planning.subgoals build --model {model_path} --dataset DATA`")
+        if option == "auto":  # e.g. a retrained model beside an old graph: serve, without subgoals
+            log.warning("%s; serving without subgoals", message)
+            return None
+        raise SubgoalGraphError(message)
     log.info("subgoal graph %s: %s", path, graph.describe())
     return graph
 

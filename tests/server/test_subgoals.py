@@ -117,4 +117,7 @@ def test_a_graph_of_another_model_or_a_missing_file_is_refused_at_load(graph_pat
     with pytest.raises(FileNotFoundError, match="planning.subgoals build"):
         load_subgoals(str(tmp_path / "none.pt"), DEFAULT_MODEL_PATH, model_id)
     assert load_subgoals("auto", tmp_path / "model.pt", model_id) is None  # no graph beside it: off
+    # A retrained model beside an old graph: "auto" serves without subgoals instead of failing to start.
+    (tmp_path / "model.subgoals.pt").write_bytes(graph_path.read_bytes())
+    assert load_subgoals("auto", tmp_path / "model.pt", "0" * 32) is None
     assert load_subgoals("off", DEFAULT_MODEL_PATH, model_id) is None
