@@ -147,6 +147,8 @@ class SubgoalGraph:
         self._edges = (indptr.long(), indices.long(), weights.float())
         self._reverse = fwd.T.tocsr()
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._nodes = self._embed(Latent(self.visual, self.proprio))  # (N, D)
+        self._node_sq = self._nodes.square().sum(dim=1)  # (N,)
         self._lock = threading.Lock()
 
     @property
@@ -160,10 +162,21 @@ class SubgoalGraph:
     def describe(self) -> dict[str, Any]:
         return {"nodes": self.num_nodes, "edges": self.num_edges, "alpha": self.alpha, **self.info}
 
+    def _embed(self, z: Latent) -> torch.Tensor:
+        """Latent (n, P, Dv), (n, Ep) -> (n, P*Dv + Ep), scaled so that the squared Euclidean
+        distance of two rows is their `latent_distance`."""
+        vis = z.visual.detach().cpu().float().flatten(1)
+        pro = z.proprio.detach().cpu().float()
+        parts = [vis / vis.shape[1] ** 0.5]
+        if pro.shape[1]:
+            parts.append(pro * (self.alpha / pro.shape[1]) ** 0.5)
+        return torch.cat(parts, dim=1)
+
     def nearest(self, z: Latent) -> torch.Tensor:
-        """z: Latent (B, P, Dv), (B, Ep) -> (B,) index of each one's nearest node."""
-        z = Latent(z.visual.detach().cpu().float(), z.proprio.detach().cpu().float())
-        return latent_distance(z, Latent(self.visual, self.proprio), self.alpha).argmin(dim=1)
+        """z: Latent (B, P, Dv), (B, Ep) -> (B,) index of each one's nearest node: one (B, N) matmul
+        against the nodes' precomputed embeddings (|x|^2 is the same for every node: left out)."""
+        x = self._embed(z)  # (B, D)
+        return (self._node_sq - 2.0 * x @ self._nodes.T).argmin(dim=1)
 
     def path(self, src: int, dst: int) -> tuple[list[int], list[float]] | None:
         """Shortest path src -> dst: node ids (src first) and the cost of reaching each; None when
