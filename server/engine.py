@@ -187,8 +187,9 @@ class Engine:
         the model's inference options (models/inference.py); compilation
         covers the default planner's horizon. subgoals: "auto" (the model's
         ``<name>.subgoals.pt`` beside it, if there is one), "off", or a graph
-        file; a loaded graph turns ``subgoals`` on in the default config
-        unless ``planner`` says otherwise.
+        file. A loaded graph serves requests that ask for it
+        (``planner.subgoals``); ``planner={"subgoals": True}`` makes it the
+        default (docs/planning.md: on the wall model it costs near goals).
         """
         dev = resolve_device(device)
         if threads is not None:
@@ -198,10 +199,10 @@ class Engine:
         model_path = Path(path if path is not None else DEFAULT_MODEL_PATH)
         model_id = model_identity(str(model_path))
         graph = load_subgoals(subgoals, model_path, model_id)
-        base = CEMConfig.for_model(model, dev.type)
-        if graph is not None:
-            base = dataclasses.replace(base, subgoals=True)
-        base = dataclasses.replace(base, **(planner or {}))
+        base = dataclasses.replace(CEMConfig.for_model(model, dev.type), **(planner or {}))
+        if base.subgoals and graph is None:
+            raise ValueError(f"planner.subgoals is on by default but there is no subgoal graph (--subgoals "
+                             f"{subgoals!r}, model {model_path}); build one with `python -m planning.subgoals build`")
         if dtype != "fp32" or compile:
             model.configure_inference(InferenceConfig(dtype=dtype, compile=compile,
                                                       compile_horizons=(base.horizon,)))

@@ -46,8 +46,8 @@ class Settings(BaseSettings):
     subgoals: str = Field(
         default="auto",
         description="latent subgoal graph for far goals (docs/planning.md): 'auto' loads <model>.subgoals.pt "
-        "beside the model when it exists, 'off' none, else this file; a loaded graph turns planner.subgoals on "
-        "by default (--planner.subgoals false keeps it off unless a request asks)")
+        "beside the model when it exists, 'off' none, else this file; requests use it with planner.subgoals=true "
+        "(--planner.subgoals true makes that the default)")
     host: str = Field(
         default="127.0.0.1",
         description="bind address; localhost unless deliberately exposed (0.0.0.0 in Docker)",

@@ -19,6 +19,7 @@ from server.tokens import model_identity
 from tests.server.conftest import running_server, settings_for
 
 PLANNER = {"num_samples": 24, "topk": 4, "opt_steps": 3, "min_iterations": 1, "patience": 1}
+ON = {"subgoals": True}
 
 
 @pytest.fixture(scope="module")
@@ -53,17 +54,19 @@ def _far_task() -> tuple[dict, dict]:
     return start, goal
 
 
-def test_health_reports_the_graph_and_subgoals_are_on_by_default(url: str):
+def test_health_reports_the_graph_and_requests_opt_in(url: str):
+    start, goal = _far_task()
     with PlanningClient(url) as c:
         model = c.health()["model"]
         assert model["subgoals"]["nodes"] == 200 * 11  # 51 frames per episode, one node every 5 env steps
-        assert c.stats()["planner_defaults"]["subgoals"] is True
+        assert c.stats()["planner_defaults"]["subgoals"] is False  # opt-in: see docs/planning.md
+        assert c.plan(start["visual"], goal["visual"], start["proprio"], goal["proprio"])["subgoal"] is None
 
 
 def test_a_far_plan_aims_at_a_subgoal_and_returns_a_valid_plan(url: str):
     start, goal = _far_task()
     with PlanningClient(url) as c:
-        reply = c.plan(start["visual"], goal["visual"], start["proprio"], goal["proprio"], seed=0)
+        reply = c.plan(start["visual"], goal["visual"], start["proprio"], goal["proprio"], seed=0, planner=ON)
         actions = np.asarray(reply["actions"])
         assert actions.shape == (reply["horizon"] * reply["frameskip"], 2)
         assert np.isfinite(actions).all() and np.abs(actions).max() <= 2.0 + 1e-6  # the wall model's bounds
@@ -85,7 +88,7 @@ def test_a_near_goal_is_planned_for_directly(url: str):
     goal = env.reset(state=np.array([10.5, 8.0]))  # half a pixel: the same graph node as the start
     start = env.reset(state=np.array([10.0, 8.0]))
     with PlanningClient(url) as c:
-        reply = c.plan(start["visual"], goal["visual"], start["proprio"], goal["proprio"], seed=0)
+        reply = c.plan(start["visual"], goal["visual"], start["proprio"], goal["proprio"], seed=0, planner=ON)
     assert reply["subgoal"]["used"] is False
 
 
@@ -95,7 +98,7 @@ def test_bad_subgoal_settings_are_refused(url: str):
         for planner, field in (({"subgoals": "yes"}, "planner.subgoals"), ({"subgoal_hops": 0}, "planner.subgoal_hops"),
                                ({"subgoal_hops": 10_000}, "planner.subgoal_hops")):
             with pytest.raises(PlanningError) as err:
-                c.plan(start["visual"], goal["visual"], start["proprio"], goal["proprio"], planner=planner)
+                c.plan(start["visual"], goal["visual"], start["proprio"], goal["proprio"], planner={**ON, **planner})
             assert err.value.status == 422 and err.value.field == field
 
 
@@ -107,6 +110,13 @@ def test_a_server_without_a_graph_refuses_subgoals_and_plans_without(plain_url: 
             c.plan(start["visual"], goal["visual"], start["proprio"], goal["proprio"], planner={"subgoals": True})
         assert err.value.code == "planner.subgoals_unavailable" and err.value.field == "planner.subgoals"
         assert c.plan(start["visual"], goal["visual"], start["proprio"], goal["proprio"])["subgoal"] is None
+
+
+def test_subgoals_on_by_default_without_a_graph_is_refused_at_load():
+    from server.engine import Engine
+
+    with pytest.raises(ValueError, match="no subgoal graph"):
+        Engine.load(DEFAULT_MODEL_PATH, "cpu", planner={**PLANNER, **ON}, subgoals="off")
 
 
 def test_a_graph_of_another_model_or_a_missing_file_is_refused_at_load(graph_path: Path, tmp_path: Path):
