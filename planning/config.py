@@ -56,6 +56,14 @@ class CEMConfig:
         and grad_starts - 1 perturbed copies); the best is returned.
     grad_iterations: the composite methods' last iterations spent on gradient
         steps (the rest of `opt_steps` is sampling); must be < opt_steps.
+    subgoals: plan towards a subgoal on the shortest path through a latent
+        subgoal graph (planning/subgoals.py) instead of the goal itself, while
+        the goal is more than `subgoal_hops` model steps away along the graph.
+        The caller that holds the graph applies it (the server's engine); the
+        driver only ever sees the latent it is given.
+    subgoal_hops: how far along the graph's path the subgoal lies, in model
+        steps. Short (2, below the horizon): a subgoal a short plan can reach
+        straight, so the obstacle that a far one hides is never between.
     """
 
     method: Method = "cem"
@@ -81,12 +89,17 @@ class CEMConfig:
     grad_lr: float = 0.1
     grad_starts: int = 4
     grad_iterations: int = 5
+    subgoals: bool = False
+    subgoal_hops: int = 2
 
     def __post_init__(self) -> None:
         # Strict: a server builds this from client overrides and answers the ValueError.
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r}: expected one of {list(METHODS)}")
-        for name in ("horizon", "num_samples", "topk", "opt_steps", "patience", "grad_starts", "grad_iterations"):
+        if not isinstance(self.subgoals, bool):
+            raise ValueError(f"subgoals={self.subgoals!r}: must be true or false")
+        for name in ("horizon", "num_samples", "topk", "opt_steps", "patience", "grad_starts", "grad_iterations",
+                     "subgoal_hops"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("min_iterations", self.min_iterations, minimum=0)
         if self.chunk_size is not None:

@@ -32,6 +32,7 @@ from models import DEFAULT_MODEL_PATH, Latent, WorldModel, load_model
 from models.inference import InferenceConfig
 from planning import CEMConfig, PlanBatch, PlanResult
 from planning.icem import population
+from planning.subgoals import SubgoalGraph, SubgoalGraphError, default_path
 from server.memory import max_rss_bytes, rss_bytes
 from server.tokens import model_identity
 
@@ -100,6 +101,7 @@ class PlanOutput:
     encode_s: float  # the batch's encoding pass
     plan_s: float  # from the batch's first iteration to this request's answer
     batch: int  # requests planned together
+    subgoal: dict[str, Any] | None = None  # {"used", "path_steps"} when planner.subgoals was on
 
 
 @dataclass(eq=False)
@@ -109,6 +111,7 @@ class Run:
     plan: PlanBatch
     goals: list[Latent]
     encode_s: float
+    subgoals: list[dict[str, Any] | None] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -133,43 +136,80 @@ def rollout_equivalents(cfg: CEMConfig) -> float:
     return float(samples)
 
 
+def load_subgoals(option: str, model_path: Path, model_id: str) -> SubgoalGraph | None:
+    """The subgoal graph the server plans with: "off" -> None; "auto" -> the model's
+    ``<name>.subgoals.pt`` if it exists and was built with this model (else None, with a
+    warning); else that file, which must exist and match. A graph built with another model is
+    refused: its latents mean nothing to this encoder."""
+    if option == "off":
+        return None
+    path = default_path(model_path) if option == "auto" else Path(option)
+    if option == "auto" and not path.is_file():
+        return None
+    if not path.is_file():
+        raise FileNotFoundError(f"subgoal graph {path} not found; build it with `python -m planning.subgoals build "
+                                f"--model {model_path} --dataset DATA --out {path}`, or run with --subgoals off")
+    graph = SubgoalGraph.load(path)
+    if graph.model_id and graph.model_id != model_id:
+        message = (f"{path} was built with another model (identity {graph.model_id}, this model {model_id}); "
+                   f"rebuild it with `python -m planning.subgoals build --model {model_path} --dataset DATA`")
+        if option == "auto":  # e.g. a retrained model beside an old graph: serve, without subgoals
+            log.warning("%s; serving without subgoals", message)
+            return None
+        raise SubgoalGraphError(message)
+    log.info("subgoal graph %s: %s", path, graph.describe())
+    return graph
+
+
 class Engine:
     """A model in eval mode on a device, with the server's default planner config."""
 
     def __init__(self, model: WorldModel, device: torch.device, base_config: CEMConfig,
-                 model_id: str | None = None) -> None:
+                 model_id: str | None = None, subgoals: SubgoalGraph | None = None) -> None:
         """model_id: the model's identity (the artifact's hash, see ``load``); unset, a hash of
-        its config and weights."""
+        its config and weights. subgoals: the latent subgoal graph plans with
+        ``subgoals=True`` search (None: such plans are refused by the service)."""
         self.model = model
         self.device = device
         self.base_config = base_config
         self.model_id = model_id or _weights_identity(model)
+        self.subgoals = subgoals
 
     @classmethod
     def load(cls, path: str | Path | None, device: str = "auto", threads: int | None = None,
-             planner: dict[str, Any] | None = None, dtype: str = "fp32", compile: bool = False) -> Engine:
+             planner: dict[str, Any] | None = None, dtype: str = "fp32", compile: bool = False,
+             subgoals: str = "auto") -> Engine:
         """Load the model once and build its default planner config (blocking).
 
         path: artifact (None: the shipped default). threads: torch intra-op
         threads (None: leave torch's). planner: operator defaults over the
         device preset and the model's own recommendation. dtype, compile:
         the model's inference options (models/inference.py); compilation
-        covers the default planner's horizon.
+        covers the default planner's horizon. subgoals: "auto" (the model's
+        ``<name>.subgoals.pt`` beside it, if there is one), "off", or a graph
+        file. A loaded graph serves requests that ask for it
+        (``planner.subgoals``); ``planner={"subgoals": True}`` makes it the
+        default (docs/planning.md: on the wall model it costs near goals).
         """
         dev = resolve_device(device)
         if threads is not None:
             torch.set_num_threads(threads)
         started = time.monotonic()
         model = load_model(path, device=str(dev))
-        model_id = model_identity(str(path if path is not None else DEFAULT_MODEL_PATH))
+        model_path = Path(path if path is not None else DEFAULT_MODEL_PATH)
+        model_id = model_identity(str(model_path))
+        graph = load_subgoals(subgoals, model_path, model_id)
         base = dataclasses.replace(CEMConfig.for_model(model, dev.type), **(planner or {}))
+        if base.subgoals and graph is None:
+            raise ValueError(f"planner.subgoals is on by default but there is no subgoal graph (--subgoals "
+                             f"{subgoals!r}, model {model_path}); build one with `python -m planning.subgoals build`")
         if dtype != "fp32" or compile:
             model.configure_inference(InferenceConfig(dtype=dtype, compile=compile,
                                                       compile_horizons=(base.horizon,)))
         log.info("loaded model %s (%d parameters) on %s in %.1f s with %d torch threads; planner defaults %s",
                  model.config.name, model.num_parameters(), dev, time.monotonic() - started,
                  torch.get_num_threads(), base)
-        return cls(model, dev, base, model_id)
+        return cls(model, dev, base, model_id, graph)
 
     # -- one batch, on the worker thread -----------------------------------------
 
@@ -202,16 +242,23 @@ class Engine:
         elites = None
         if inputs[0].init_elites is not None:
             elites = torch.cat([p.init_elites.to(self.device) for p in inputs])  # (B, e, H, A)
-        batch = PlanBatch(self.model, z_obs, Latent.cat(goals), config, init_mean=init,
+        targets, subgoals = Latent.cat(goals), [None] * n
+        if config.subgoals:
+            if self.subgoals is None:
+                raise ValueError("planner.subgoals is on but this engine has no subgoal graph")
+            # Recomputed from the current frame at every plan: the goal stays the session's, no state is kept.
+            targets, chosen = self.subgoals.targets(z_obs, targets, config.subgoal_hops)
+            subgoals = [{"used": c["subgoal"], "path_steps": c["path_steps"]} for c in chosen]
+        batch = PlanBatch(self.model, z_obs, targets, config, init_mean=init,
                           seeds=[p.seed for p in inputs], deadline=[p.deadline for p in inputs], init_elites=elites)
-        return Run(batch, goals, time.monotonic() - started)
+        return Run(batch, goals, time.monotonic() - started, subgoals)
 
     def step(self, run: Run) -> list[tuple[int, PlanOutput]]:
         """One planner iteration; the requests of ``run`` that finished in it."""
         finished = run.plan.step()
         now = time.monotonic()
         return [(i, PlanOutput(result, self.env_actions(result.actions), run.goals[i], run.encode_s,
-                               now - run.started, run.size)) for i, result in finished]
+                               now - run.started, run.size, run.subgoals[i])) for i, result in finished]
 
     @staticmethod
     def cancel(run: Run, i: int) -> None:
@@ -309,7 +356,7 @@ class Engine:
             p.requires_grad for p in self.model.parameters())
 
     def describe(self) -> dict[str, Any]:
-        return dict(self.model.describe())
+        return {**self.model.describe(), "subgoals": None if self.subgoals is None else self.subgoals.describe()}
 
     def memory(self) -> dict[str, Any]:
         """Device memory in bytes (CUDA allocator), or the process's RSS on CPU."""

@@ -60,6 +60,7 @@ class Metrics:
         self.iterations_total = 0
         self.method_plans: Counter[str] = Counter()
         self.method_iterations: Counter[str] = Counter()
+        self.subgoal_plans: Counter[str] = Counter()  # "used" / "goal": what plans with subgoals on aimed at
 
     def uptime_s(self) -> float:
         return time.monotonic() - self.started
@@ -78,8 +79,10 @@ class Metrics:
         self._errors.labels(path, code).inc()
 
     def record_plan(self, method: str, path: str, total_ms: float, iterations: int, stop_reason: str,
-                    solver: str = "cem") -> None:
+                    solver: str = "cem", subgoal_used: bool | None = None) -> None:
         endpoint = f"{method} {path}"
+        if subgoal_used is not None:
+            self.subgoal_plans["used" if subgoal_used else "goal"] += 1
         self.method_plans[solver] += 1
         self.method_iterations[solver] += iterations
         self.plan_latency_ms[endpoint].append(total_ms)
@@ -117,6 +120,7 @@ class Metrics:
             "stop_reasons": dict(sorted(self.stop_reasons.items())),
             "by_method": {m: {"plans": n, "mean_iterations": round(self.method_iterations[m] / n, 3)}
                           for m, n in sorted(self.method_plans.items())},
+            "subgoals": {"plans": sum(self.subgoal_plans.values()), "aimed_at_subgoal": self.subgoal_plans["used"]},
         }
 
     # -- /metrics -------------------------------------------------------------

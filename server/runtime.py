@@ -67,7 +67,7 @@ class Runtime:
             device = resolve_device(s.device)
             engine = await asyncio.to_thread(
                 Engine.load, s.model, str(device), s.resolved_threads(device.type),
-                s.planner.model_dump(exclude_none=True), s.dtype, s.compile)
+                s.planner.model_dump(exclude_none=True), s.dtype, s.compile, s.subgoals)
             self.base_gflop = engine.plan_gflop(engine.base_config)
             self.limits = PlannerLimits(s.limits(), max_plan_gflop=s.max_plan_cost * self.base_gflop)
             self.limits.check(engine.base_config, {})

@@ -79,6 +79,7 @@ class Image(_Strict):
 
 Int = Annotated[int, Strict()]
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]  # ints accepted; bools, strings, NaN, Inf not
+Bool = Annotated[bool, Strict()]  # true/false only, not 0/1 or "yes"
 
 
 class PlannerOverrides(_Strict):
@@ -115,6 +116,11 @@ class PlannerOverrides(_Strict):
     grad_starts: Int | None = Field(default=None, description="sequences refined in parallel by gradient (>= 1)")
     grad_iterations: Int | None = Field(
         default=None, description="composite methods: last iterations spent on gradient steps (< opt_steps)")
+    subgoals: Bool | None = Field(
+        default=None, description="plan towards a subgoal on the shortest path through the server's latent "
+        "subgoal graph while the goal is far (needs a graph: /health model.subgoals; docs/planning.md)")
+    subgoal_hops: Int | None = Field(
+        default=None, description="model steps along the graph's path to the subgoal (>= 1)")
 
 
 Proprio = Annotated[
@@ -183,6 +189,15 @@ class Timing(_Strict):
     total: float
 
 
+class SubgoalInfo(_Strict):
+    """What a plan with ``planner.subgoals`` aimed at."""
+
+    used: bool = Field(description="true: planned towards a graph node on the way; false: the goal itself "
+                       "(it is within planner.subgoal_hops along the graph, or the graph has no path)")
+    path_steps: float | None = Field(description="model steps from the current frame to the goal along the graph "
+                              "(transitions count 1, merges of near-identical states less); null: the graph has no path")
+
+
 class PlanResponse(_Strict):
     """A plan in raw env units, with how it was found."""
 
@@ -205,6 +220,7 @@ class PlanResponse(_Strict):
     frameskip: int
     seed: int = Field(description="the seed used (drawn at random when none was sent)")
     warm_start: bool = Field(description="whether CEM started from the session's last plan")
+    subgoal: SubgoalInfo | None = Field(default=None, description="null unless planner.subgoals was on")
     timing_ms: Timing
     warnings: list[PlanWarning]
 
@@ -251,6 +267,9 @@ class PlannerStats(_Strict):
     mean_batch_requests: float | None = Field(
         description="requests planned together per call, on average (1 without micro-batching)"
     )
+    subgoals: dict[str, int] = Field(
+        default_factory=dict, description="plans with planner.subgoals on, and how many of them aimed at a "
+        "graph node rather than the goal itself")
 
 
 class SessionStats(_Strict):

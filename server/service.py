@@ -106,6 +106,7 @@ async def _replan_stateless(runtime: Runtime, body: ReplanRequest, received_at: 
     assert runtime.tokens is not None and body.mpc_state is not None
     state = runtime.tokens.read(body.mpc_state)
     config = planner.resolve(engine.base_config, state.config, runtime.limits)
+    _check_subgoals(runtime, config, state.config)
     gflop = engine.plan_gflop(config)
     planner.check_cost(config, gflop, engine.base_config, runtime.base_gflop, runtime.limits)
     if state.plan.shape != (config.horizon, engine.model.config.action_dim):
@@ -151,9 +152,20 @@ def _config(runtime: Runtime, overrides: PlannerOverrides | None) -> tuple[CEMCo
     engine = runtime.ready_engine()
     values = overrides.model_dump(exclude_none=True) if overrides is not None else {}
     config = planner.resolve(engine.base_config, values, runtime.limits)
+    _check_subgoals(runtime, config, values)
     gflop = engine.plan_gflop(config)
     planner.check_cost(config, gflop, engine.base_config, runtime.base_gflop, runtime.limits)
     return config, gflop
+
+
+def _check_subgoals(runtime: Runtime, config: CEMConfig, sent: dict) -> None:
+    """422 when a plan asks for subgoals from a server without a subgoal graph."""
+    if config.subgoals and runtime.ready_engine().subgoals is None:
+        origin = "" if "subgoals" in sent else " (the server's default)"
+        raise ApiError(422, "planner.subgoals_unavailable",
+                       f"planner.subgoals=true{origin} but this server has no subgoal graph for its model; send "
+                       "planner.subgoals=false, or start the server with one (python -m planning.subgoals build, "
+                       "then --subgoals PATH)", "planner.subgoals")
 
 
 def check_proprio(values: list[float] | None, field: str, dim: int) -> np.ndarray | None:
@@ -226,6 +238,7 @@ def _response(runtime: Runtime, session_id: str | None, done: PlanOutput, job: P
         frameskip=engine.frameskip,
         seed=int(result.seed),
         warm_start=job.init_mean is not None,
+        subgoal=done.subgoal,
         timing_ms={
             "decode": round((decoded_at - received_at) * ms, 3),
             "encode": round(done.encode_s * ms, 3),

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
         default=None,
         description="model artifact; unset: the project's shipped default model",
     )
+    subgoals: str = Field(
+        default="auto",
+        description="latent subgoal graph for far goals (docs/planning.md): 'auto' loads <model>.subgoals.pt "
+        "beside the model when it exists, 'off' none, else this file; requests use it with planner.subgoals=true "
+        "(--planner.subgoals true makes that the default)")
     host: str = Field(
         default="127.0.0.1",
         description="bind address; localhost unless deliberately exposed (0.0.0.0 in Docker)",
@@ -179,6 +184,7 @@ class Settings(BaseSettings):
             "grad_lr": 100.0,
             "grad_starts": self.max_num_samples,
             "grad_iterations": self.max_opt_steps,
+            "subgoal_hops": self.max_horizon,
         }
 
     def resolved_threads(self, device_type: str) -> int | None:

@@ -41,7 +41,7 @@ async def plan(request: Request, runtime: RuntimeDep, received_at: ReceivedAt,
                body: Annotated[PlanRequest, Depends(body_of(PlanRequest))]) -> Response:
     result = await unless_client_leaves(request, service.plan(runtime, body, received_at))
     runtime.metrics.record_plan("POST", "/plan", result.timing_ms.total, result.iterations, result.stop_reason,
-                                result.method)
+                                result.method, None if result.subgoal is None else result.subgoal.used)
     return encode(result.model_dump(), response_wire(request))
 
 
@@ -53,5 +53,5 @@ async def replan(request: Request, runtime: RuntimeDep, received_at: ReceivedAt,
                  body: Annotated[ReplanRequest, Depends(body_of(ReplanRequest))]) -> Response:
     result = await unless_client_leaves(request, service.replan(runtime, body, received_at))
     runtime.metrics.record_plan("POST", "/replan", result.timing_ms.total, result.iterations, result.stop_reason,
-                                result.method)
+                                result.method, None if result.subgoal is None else result.subgoal.used)
     return encode(result.model_dump(), response_wire(request))

@@ -78,6 +78,8 @@ ERROR_POLICIES: dict[str, tuple[Policy, str]] = {
     "plan.non_finite": (Policy.RETRY, "the model produced NaN actions for this input"),
     "auth.": (Policy.FATAL, "pass the server's key with --api-key (or WM_API_KEY)"),
     "proprio.": (Policy.FATAL, "send the robot state the model was trained on (proprio_dim in /health)"),
+    "planner.subgoals_unavailable": (Policy.FATAL, "this server has no subgoal graph: drop planner.subgoals, or "
+                                     "start the server with one (--subgoals PATH)"),
     "planner.": (Policy.FATAL, "lower the planner overrides to this server's limits (GET /stats)"),
     "request.too_large": (Policy.FATAL, "downscale frames to the model's image_size before sending"),
     "request.": (Policy.FATAL, "the client and server disagree on the API; update wm_client (clients/python)"),
