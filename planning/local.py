@@ -243,12 +243,15 @@ class LocalClient:
     # -- checks, with the server's codes ------------------------------------------------
 
     def _resolve(self, overrides: Mapping[str, Any] | None) -> CEMConfig:
-        if not overrides:
-            return self.config
         try:
-            return dataclasses.replace(self.config, **dict(overrides))
+            cfg = dataclasses.replace(self.config, **dict(overrides)) if overrides else self.config
         except (ValueError, TypeError) as exc:
             raise PlanningError(422, "planner.invalid", f"planner: {exc}", "planner") from None
+        if cfg.subgoals:  # the server's engine aims at subgoals from its graph; this client has none
+            raise PlanningError(422, "planner.subgoals_unavailable",
+                                "planner.subgoals: the in-process client plans without a subgoal graph; "
+                                "use a server started with --subgoals", "planner")
+        return cfg
 
     def _proprio(self, values: Sequence[float] | np.ndarray | None, field: str) -> torch.Tensor | None:
         """(1, proprio_dim) float32 in env units, or None for a model without proprio."""

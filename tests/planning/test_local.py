@@ -114,6 +114,8 @@ def test_errors_carry_the_servers_codes(model):
         "proprio.wrong_length": lambda: client.replan(first, frame(3), [1.0]),
         "proprio.missing": lambda: client.plan(frame(1), frame(2), None, GOAL_PROPRIO),
         "planner.invalid": lambda: client.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, planner={"topk": 0}),
+        "planner.subgoals_unavailable": lambda: client.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO,
+                                                            planner={"subgoals": True}),  # not silently ignored
         "image.bad_shape": lambda: client.replan(first, np.zeros((4, 4)), PROPRIO),
         "image.float_out_of_range": lambda: client.replan(first, frame(3) * 2.0, PROPRIO),
     }
