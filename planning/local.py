@@ -226,7 +226,7 @@ class LocalClient:
         horizon = int(result.actions.shape[0])
         done = time.monotonic()
         reply = {
-            "session_id": session_id, "mpc_state": None, "served_by": "local",
+            "session_id": session_id, "mpc_state": None, "served_by": "local", "subgoal": None,
             "actions": actions.tolist(), "model_actions": actions.reshape(horizon, -1).tolist(),
             "loss": float(result.loss), "loss_trace": [float(x) for x in result.loss_trace],
             "iterations": int(result.iterations), "stop_reason": result.stop_reason, "method": result.method,
