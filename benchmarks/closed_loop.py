@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-from benchmarks.common import find_default_model, machine, set_threads
+from benchmarks.common import machine, set_threads, wall_model_or_say_why
 from envs.episodes import wall_episodes, wall_line, wall_summary
 from envs.tasks import WALL_BUDGETS
 from models import load_model
@@ -35,10 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     set_threads(args.threads)
-    path = find_default_model(args.model)
+    path = wall_model_or_say_why(args.model)
     if path is None:
-        print("no wall model found (models/default/wall.pt); train one with scripts/train_default.sh",
-              file=sys.stderr)
         return 1
     client = LocalClient(load_model(path, device="cpu"))
     results = []

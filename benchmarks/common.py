@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -73,6 +74,15 @@ def find_default_model(explicit: str | Path | None) -> Path | None:
     """--model, else the shipped default, else the training run's output; None if none exists."""
     candidates = [Path(explicit)] if explicit else [DEFAULT_MODEL_PATH, ROOT / "runs" / "wall" / "model.pt"]
     return next((p for p in candidates if p.is_file()), None)
+
+
+def wall_model_or_say_why(explicit: str | Path | None) -> Path | None:
+    """`find_default_model`, printing to stderr how to get a wall model when there is none."""
+    path = find_default_model(explicit)
+    if path is None:
+        print("no wall model found (models/default/wall.pt); train one with scripts/train_default.sh",
+              file=sys.stderr)
+    return path
 
 
 def dino_wm_config(patch_side: int = 14) -> WorldModelConfig:

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import ROOT, find_default_model, machine, set_threads
+from benchmarks.common import ROOT, machine, set_threads, wall_model_or_say_why
 from benchmarks.flops import encoder_flops, rollout_flops
 from envs.episodes import wall_episodes
 from envs.tasks import WALL_BUDGETS as BUDGETS
@@ -194,10 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             print(table(rows))
         return 0
     set_threads(args.threads)
-    path = find_default_model(args.model)
+    path = wall_model_or_say_why(args.model)
     if path is None:
-        print("no wall model found (models/default/wall.pt); train one with scripts/train_default.sh",
-              file=sys.stderr)
         return 1
     model = load_model(path, device="cpu")
     print(json.dumps({"machine": machine(), "model": str(path.relative_to(ROOT) if path.is_relative_to(ROOT)

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from benchmarks import solvers
+from benchmarks.common import find_default_model
 from benchmarks.flops import encoder_flops, rollout_flops
 from models.testing import tiny_model
 from planning import CEMConfig
@@ -15,7 +16,7 @@ CELLS = ["cem_50x10", "icem_30x6", "gradient_4x15"]
 
 
 def test_quick_closed_loop_writes_one_line_per_cell_and_a_plot(tmp_path, capsys):
-    if solvers.find_default_model(None) is None:
+    if find_default_model(None) is None:
         pytest.skip("no shipped wall model")
     out = tmp_path / "cells.jsonl"
     assert solvers.main(["--quick", "--cells", *CELLS, "--out", str(out)]) == 0

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from benchmarks import solvers, swm_peer
-from benchmarks.common import reachable_problem
+from benchmarks.common import find_default_model, reachable_problem
 from benchmarks.flops import encoder_flops, rollout_flops
 from models import load_model
 from models.testing import tiny_model
@@ -57,7 +57,7 @@ def test_gradient_cost_reaches_the_actions_and_not_the_weights(swm):
 
 
 def test_quick_closed_loop_rows_join_the_solvers_table(swm, tmp_path, capsys):
-    if solvers.find_default_model(None) is None:
+    if find_default_model(None) is None:
         pytest.skip("no shipped wall model")
     cells = ["swm_icem_50x10", "swm_gd_4x15"]
     out = tmp_path / "swm.jsonl"
@@ -68,7 +68,7 @@ def test_quick_closed_loop_rows_join_the_solvers_table(swm, tmp_path, capsys):
     for r in rows:
         assert 0.0 <= r["success_rate"] <= 1.0 and r["plans"] >= 1 and r["plan_ms_p50"] > 0
     # the gradient solver's plans are priced as 4 sequences x 2 steps of forward + backward, plus one encoding
-    c = load_model(solvers.find_default_model(None)).config
+    c = load_model(find_default_model(None)).config
     want = (4 * 2 * 3 * rollout_flops(c, 5, "before").total + encoder_flops(c)) / 1e9
     assert rows[1]["gflops_per_plan"] == pytest.approx(want)
     capsys.readouterr()
