@@ -1,10 +1,10 @@
 """Latent-space planning: one batched, steppable driver (`PlanBatch`, `plan`) over
-several solvers, and MPC warm starts."""
+several solvers (`planning.registry`), their settings (`PlannerConfig`), and MPC warm starts."""
 
-from planning.config import CEMConfig
+from planning.config import PlannerConfig
 from planning.driver import PlanBatch, plan
-from planning.mpc import MPCSession, warm_start
+from planning.mpc import warm_start
 from planning.objectives import objective
-from planning.result import PlanResult
+from planning.result import PlanResult, StopReason
 
-__all__ = ["CEMConfig", "MPCSession", "PlanBatch", "PlanResult", "objective", "plan", "warm_start"]
+__all__ = ["PlanBatch", "PlanResult", "PlannerConfig", "StopReason", "objective", "plan", "warm_start"]

@@ -10,7 +10,7 @@ import torch
 
 from models import load_model
 from models.testing import tiny_model
-from planning import CEMConfig, plan
+from planning import PlannerConfig, plan
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     proprio = torch.zeros(1, c.proprio_dim) if c.proprio_dim else None
     z_obs, z_goal = model.encode_observation(obs, proprio), model.encode_observation(goal, proprio)
     t0 = time.perf_counter()
-    (res,) = plan(model, z_obs, z_goal, CEMConfig.cpu_preset(), seeds=[args.seed])
+    (res,) = plan(model, z_obs, z_goal, PlannerConfig.cpu_preset(), seeds=[args.seed])
     ms = 1000 * (time.perf_counter() - t0)
     print(json.dumps({"model": c.name, "env_actions": model.codec.to_env(res.actions).tolist(), "loss": res.loss,
                       "iterations": res.iterations, "stop_reason": res.stop_reason, "plan_ms": round(ms, 1)}))

@@ -1,174 +1,209 @@
-"""Planner configuration: the driver's settings and every solver's, validated at construction."""
+"""The planner's configuration: the driver's settings, and one section per solver.
+
+    PlannerConfig(method="icem", horizon=5, max_iterations=15)      the driver's settings
+    config.solver("icem")  -> ICEMSettings(samples=300, elites=30, sigma=1.0, beta=2.0, ...)
+    config.updated({"max_iterations": 10, "icem": {"samples": 150}})   a request's overrides
+
+Each solver declares its own settings class in its own file (`planning/cem.py`
+`CEMSettings`, ...); `planning.registry.SOLVERS` lists the solvers, and the
+config holds one section for each, so switching `method` keeps every
+solver's budget. docs/planning.md explains each solver and setting.
+
+The previous release's flat names (``num_samples``, ``topk``, ``opt_steps``,
+``var_scale``, ``icem_beta``, ...) are still accepted by `updated` and mapped
+to the new ones: a flat name that several solvers share (``num_samples``)
+sets that setting in every section that has it, which is what it meant
+then. `legacy_names` lists the ones a mapping used, so a server can say so.
+"""
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-Objective = Literal["last", "all"]
-Method = Literal["cem", "icem", "mppi", "gradient", "cem_gradient", "icem_gradient"]
-METHODS: tuple[str, ...] = ("cem", "icem", "mppi", "gradient", "cem_gradient", "icem_gradient")
+from planning.registry import SOLVERS
+from planning.settings import Settings, setting
+
+
+def _sections() -> dict[str, Settings]:
+    """Every registered solver's settings at their defaults, by section name."""
+    return {name: s.settings_type() for name, s in SOLVERS.items() if s.settings_type is not None}
 
 
 @dataclass(frozen=True)
-class CEMConfig:
-    """Args (defaults are DINO-WM's paper settings; docs/planning.md explains each solver):
-    method: the solver. "cem" (DINO-WM's), "icem" (Pinneri et al. 2020),
-        "mppi" (weighted by exp(-cost/temperature)), "gradient" (Adam on the
-        actions through the frozen model), "cem_gradient"/"icem_gradient"
-        (sampling, then the last `grad_iterations` iterations by gradient).
-    horizon: model steps planned (each is `frameskip` env steps).
-    num_samples: action sequences drawn per iteration, per request; sample 0
-        is always the current mean.
-    topk: elites that refit the mean and std.
-    opt_steps: maximum CEM iterations.
-    var_scale: initial sigma in normalised action space (1 = the training
-        data's std).
-    min_std: floor on sigma so a collapsed elite set (e.g. topk=1) keeps
-        exploring instead of giving sigma 0 (TD-MPC2 clamps the same way).
-    objective: "last" compares the final predicted frame to the goal;
-        "all" every predicted frame, later frames weighted more (`base**t`).
-    alpha: weight of the proprio term against the visual term.
-    base: growth of the per-step weights of the "all" objective.
-    min_iterations: iterations always run before early stopping may fire.
-    patience: window (iterations) over which improvement is measured.
-    min_improvement: stop when the best loss improved by less than this
-        fraction over the last `patience` iterations.
-    memory_budget_mb: activation memory one chunk of samples may use; the
-        chunk size is derived from it (halved on out-of-memory). None: 1024 MB
-        on CPU, half the device's free memory on CUDA.
-    chunk_size: force a chunk size (samples per forward pass); None = derive.
-    elite_std: "biased" (divide by k, TD-MPC2) or "unbiased" (k - 1, DINO-WM)
-        std of the elites when sigma is refit (CEM, iCEM).
-    icem_beta: colored-noise exponent of iCEM's samples along the horizon
-        (0 = white as CEM; 2 = the paper's choice for most tasks: smoother,
-        lower-frequency action sequences).
-    icem_keep_elites: fraction of the elites carried into the next
-        iteration's samples (and, shifted, into the next MPC plan).
-    icem_decay: iCEM's population shrinks by this factor per iteration
-        (num_samples / decay**i, never below 2 * topk).
-    mppi_temperature: MPPI weights each sample by exp(-z / temperature), z its
-        cost standardised over the iteration's samples (scale-free: the same
-        temperature works for any model's loss scale).
-    grad_lr: Adam step size on normalised actions (1 = the training std).
-    grad_starts: sequences refined in parallel by "gradient" (the warm start
-        and grad_starts - 1 perturbed copies); the best is returned.
-    grad_iterations: the composite methods' last iterations spent on gradient
-        steps (the rest of `opt_steps` is sampling); must be < opt_steps.
-    subgoals: plan towards a subgoal on the shortest path through a latent
-        subgoal graph (planning/subgoals.py) instead of the goal itself, while
-        the goal is more than `subgoal_hops` model steps away along the graph.
-        The caller that holds the graph applies it (the server's engine); the
-        driver only ever sees the latent it is given.
-    subgoal_hops: how far along the graph's path the subgoal lies, in model
-        steps. Short (2, below the horizon): a subgoal a short plan can reach
-        straight, so the obstacle that a far one hides is never between.
-    """
+class PlannerConfig(Settings):
+    """The driver's settings (defaults: DINO-WM's paper settings) and each solver's (`solvers`)."""
 
-    method: Method = "cem"
-    horizon: int = 5
-    num_samples: int = 300
-    topk: int = 30
-    opt_steps: int = 30
-    var_scale: float = 1.0
-    min_std: float = 0.05
-    objective: Objective = "last"
-    alpha: float = 0.1
-    base: float = 2.0
-    min_iterations: int = 5
-    patience: int = 3
-    min_improvement: float = 0.02
-    memory_budget_mb: float | None = None
-    chunk_size: int | None = None
-    elite_std: Literal["biased", "unbiased"] = "biased"
-    icem_beta: float = 2.0
-    icem_keep_elites: float = 0.3
-    icem_decay: float = 1.25
-    mppi_temperature: float = 0.5
-    grad_lr: float = 0.1
-    grad_starts: int = 4
-    grad_iterations: int = 5
-    subgoals: bool = False
-    subgoal_hops: int = 2
+    method: str = setting("cem", "the solver (docs/planning.md): " + ", ".join(SOLVERS), choices=tuple(SOLVERS))
+    horizon: int = setting(5, "model steps planned (each is frameskip env steps)", ge=1, limit="max_horizon")
+    max_iterations: int = setting(30, "iterations at most (early stopping may end a plan sooner)", ge=1,
+                                  limit="max_opt_steps", legacy="opt_steps")
+    objective: str = setting("last", "compare the goal with the last predicted step ('last') or with every step, "
+                             "later ones weighted more ('all')", choices=("last", "all"))
+    alpha: float = setting(0.1, "weight of the proprio term against the visual term", ge=0, limit="max_alpha")
+    base: float = setting(2.0, "growth of the per-step weights of the 'all' objective (base**t)", gt=0, wire=False)
+    min_iterations: int = setting(5, "iterations always run before early stopping may fire", ge=0,
+                                  limit="max_opt_steps")
+    patience: int = setting(3, "window (iterations) over which improvement is measured", ge=1, limit="max_opt_steps")
+    min_improvement: float = setting(0.02, "stop when the best loss improved by less than this fraction over the "
+                                     "last `patience` iterations", ge=0, limit=100.0)
+    memory_budget_mb: float | None = setting(None, "activation memory one chunk of samples may use (None: 1024 MB "
+                                             "on CPU, half the free memory on CUDA)", gt=0, wire=False, kind="float")
+    chunk_size: int | None = setting(None, "force a chunk size (samples per forward pass); None = derive",
+                                     ge=1, wire=False, kind="int")
+    subgoals: bool = setting(False, "plan towards a subgoal on the shortest path through the server's latent "
+                             "subgoal graph while the goal is far (needs a graph: /health model.subgoals)")
+    subgoal_hops: int = setting(2, "model steps along the graph's path to the subgoal", ge=1, limit="max_horizon")
+    solvers: Mapping[str, Settings] = dataclasses.field(default_factory=_sections, hash=False)
 
-    def __post_init__(self) -> None:
-        # Strict: a server builds this from client overrides and answers the ValueError.
-        if self.method not in METHODS:
-            raise ValueError(f"method={self.method!r}: expected one of {list(METHODS)}")
-        if not isinstance(self.subgoals, bool):
-            raise ValueError(f"subgoals={self.subgoals!r}: must be true or false")
-        for name in ("horizon", "num_samples", "topk", "opt_steps", "patience", "grad_starts", "grad_iterations",
-                     "subgoal_hops"):
-            _check_int(name, getattr(self, name), minimum=1)
-        _check_int("min_iterations", self.min_iterations, minimum=0)
-        if self.chunk_size is not None:
-            _check_int("chunk_size", self.chunk_size, minimum=1, extra=" or None")
-        for name in ("var_scale", "base", "mppi_temperature", "grad_lr", "icem_decay"):
-            _check_float(self, name, positive=True)
-        if self.memory_budget_mb is not None:
-            _check_float(self, "memory_budget_mb", positive=True)
-        for name in ("min_std", "alpha", "min_improvement", "icem_beta", "icem_keep_elites"):
-            _check_float(self, name, positive=False)
-        if self.icem_decay < 1:
-            raise ValueError(f"icem_decay={self.icem_decay!r}: must be >= 1 (the population shrinks or stays)")
-        if self.icem_keep_elites > 1:
-            raise ValueError(f"icem_keep_elites={self.icem_keep_elites!r}: a fraction of the elites, at most 1")
-        if self.elite_std not in ("biased", "unbiased"):
-            raise ValueError(f"elite_std={self.elite_std!r}: expected 'biased' or 'unbiased'")
-        if self.method.endswith("_gradient") and self.grad_iterations >= self.opt_steps:
-            raise ValueError(f"grad_iterations={self.grad_iterations} must be < opt_steps={self.opt_steps} "
-                             f"for method={self.method!r}: the first iterations sample")
-        if self.topk > self.num_samples:
-            raise ValueError(f"topk={self.topk} exceeds num_samples={self.num_samples}: "
-                             "the elites are chosen among the samples")
-        if self.objective not in ("last", "all"):
-            raise ValueError(f"objective={self.objective!r}: expected 'last' or 'all'")
+    def check(self) -> None:
+        expected = _sections()
+        for name, default in expected.items():
+            section = self.solvers.get(name)
+            if type(section) is not type(default):
+                raise ValueError(f"{name}: expected {type(default).__name__}, got {section!r}")
+        if set(self.solvers) != set(expected):
+            raise ValueError(f"unknown solver sections {sorted(set(self.solvers) - set(expected))}")
+        SOLVERS[self.method].check(self)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def solver(self, name: str | None = None) -> Any:
+        """The settings section of solver `name` (default: the chosen method's)."""
+        return self.solvers[name or self.method]
+
+    def get(self, path: str) -> Any:
+        """A setting by its path: "horizon", "icem.samples"."""
+        section, _, name = path.rpartition(".")
+        return getattr(self.solvers[section] if section else self, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested: the driver's settings, then one mapping per solver section."""
+        out = {f.name: getattr(self, f.name) for f in _driver_fields()}
+        return out | {name: section.to_dict() for name, section in self.solvers.items()}
+
+    def cost_paths(self) -> tuple[str, ...]:
+        """The settings that make this config's plan more expensive (for "lower X" messages)."""
+        own = SOLVERS[self.method].cost_settings
+        return tuple(p if "." in p else f"{self.method}.{p}" for p in own) + ("max_iterations", "horizon")
+
+    # -- changing ---------------------------------------------------------------------
+
+    def updated(self, overrides: Mapping[str, Any]) -> PlannerConfig:
+        """A new config with `overrides` applied: driver settings by name, solver settings in their
+        section's mapping, and the previous release's flat names mapped. Raises ValueError naming
+        the first bad or unknown setting by its path."""
+        nested = _nest(overrides)
+        driver = {k: v for k, v in nested.items() if k not in self.solvers}
+        sections = dict(self.solvers)
+        for name in nested.keys() & self.solvers.keys():
+            try:
+                sections[name] = dataclasses.replace(self.solvers[name], **nested[name])
+            except TypeError:
+                unknown = sorted(set(nested[name]) - {f.name for f in dataclasses.fields(self.solvers[name])})
+                raise ValueError(f"{name}.{unknown[0]}: not a setting of {name} (its settings: "
+                                 f"{', '.join(self.solvers[name].to_dict())})") from None
+        unknown = sorted(set(driver) - {f.name for f in _driver_fields()})
+        if unknown:
+            raise ValueError(f"{unknown[0]}: not a planner setting (the driver's: "
+                             f"{', '.join(f.name for f in _driver_fields() if f.metadata['wire'])}; "
+                             f"the solvers': {', '.join(sections)})")
+        return dataclasses.replace(self, **driver, solvers=sections)
+
+    def with_every(self, **values: Any) -> PlannerConfig:
+        """Set each named setting in every solver section that has it (e.g. samples=100 for CEM,
+        iCEM and MPPI alike), and in the driver's settings if it is one of them."""
+        return self.updated(_spread(values))
+
+    # -- presets ----------------------------------------------------------------------
 
     @classmethod
-    def paper(cls) -> "CEMConfig":
+    def paper(cls) -> PlannerConfig:
         """DINO-WM's published settings: horizon 5, 300 samples, top 30, 30 iterations."""
         return cls()
 
     @classmethod
-    def cpu_preset(cls) -> "CEMConfig":
+    def cpu_preset(cls) -> PlannerConfig:
         """Fewer samples and iterations, for planning on a CPU within ~a few 100 ms."""
-        return cls(num_samples=100, topk=10, opt_steps=15, min_iterations=4, patience=3)
+        return cls(max_iterations=15, min_iterations=4, patience=3).with_every(samples=100, elites=10)
 
     @classmethod
-    def for_model(cls, model: Any, device_type: str = "cpu") -> "CEMConfig":
-        """The default for serving `model`: the paper settings on a GPU, the CPU
-        preset elsewhere, with the settings the model's trainer recommends on
-        top (artifact metadata "planner", e.g. the objective and alpha that
-        reach goals with this model's latent space)."""
+    def for_model(cls, model: Any, device_type: str = "cpu") -> PlannerConfig:
+        """The default for serving `model`: the paper settings on a GPU, the CPU preset elsewhere,
+        with the settings the model's trainer recommends on top (artifact metadata "planner", e.g.
+        the objective and alpha that reach goals with this model's latent space)."""
         base = cls.paper() if device_type == "cuda" else cls.cpu_preset()
-        recommended = model.planner_recommendation
-        unknown = sorted(set(recommended) - set(cls.field_names()))
-        if unknown:
-            raise ValueError(f"model metadata 'planner' has unknown CEM settings {unknown}")
-        return replace(base, **recommended)
+        try:
+            return base.updated(model.planner_recommendation)
+        except ValueError as exc:
+            raise ValueError(f"model metadata 'planner': {exc}") from None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    # -- what the settings are ----------------------------------------------------------
 
     @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
+    def declared(cls) -> Iterator[tuple[str, dataclasses.Field]]:
+        """(path, field) of every setting: the driver's, then each section's."""
+        for f in _driver_fields():
+            yield f.name, f
+        for name, section in _sections().items():
+            for f in dataclasses.fields(section):
+                yield f"{name}.{f.name}", f
 
 
-def _check_int(name: str, value: Any, minimum: int, extra: str = "") -> None:
-    """An int (not a bool, not a float such as 3.0) >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r}: must be an integer >= {minimum}{extra}")
+def _driver_fields() -> tuple[dataclasses.Field, ...]:
+    return tuple(f for f in dataclasses.fields(PlannerConfig) if f.name != "solvers")
 
 
-def _check_float(cfg: Any, name: str, positive: bool) -> None:
-    """A finite real number (an int is accepted and stored as float; bool, NaN
-    and +-inf are not), > 0 when `positive`, else >= 0."""
-    value = getattr(cfg, name)
-    rule = "> 0" if positive else ">= 0"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name}={value!r}: must be a finite number {rule}")
-    if (positive and not value > 0) or (not positive and not value >= 0):
-        raise ValueError(f"{name}={value!r}: must be {rule}")
-    object.__setattr__(cfg, name, float(value))  # frozen: the one normalisation, at construction
+def legacy_names() -> dict[str, tuple[str, ...]]:
+    """The previous release's flat names and the paths each now sets."""
+    out: dict[str, list[str]] = {}
+    for path, f in PlannerConfig.declared():
+        if f.metadata["legacy"]:
+            out.setdefault(f.metadata["legacy"], []).append(path)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def legacy_used(overrides: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Which of `overrides`' top-level names are the previous release's flat names, and what they set."""
+    legacy = legacy_names()
+    return {k: legacy[k] for k in overrides if k in legacy and k not in _top_level_names()}
+
+
+def _top_level_names() -> set[str]:
+    return {f.name for f in _driver_fields()} | set(_sections())
+
+
+def _nest(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat legacy names mapped to their paths, then the overrides as given (which win)."""
+    legacy = legacy_used(overrides)
+    out: dict[str, Any] = {}
+    for old, paths in legacy.items():
+        for path in paths:
+            section, _, name = path.rpartition(".")
+            (out.setdefault(section, {}) if section else out)[name] = overrides[old]
+    for key, value in overrides.items():
+        if key in legacy:
+            continue
+        if key in _sections():
+            if not isinstance(value, Mapping):
+                raise ValueError(f"{key}={value!r}: the {key} solver's settings are a mapping, e.g. "
+                                 f"{{\"{key}\": {{...}}}}")
+            out[key] = {**out.get(key, {}), **value}
+        else:
+            out[key] = value
+    return out
+
+
+def _spread(values: Mapping[str, Any]) -> dict[str, Any]:
+    """{name: v} -> {section: {name: v}} for every section with that setting (and the driver's, if it has it)."""
+    out: dict[str, Any] = {}
+    for path, _ in PlannerConfig.declared():
+        section, _, name = path.rpartition(".")
+        if name in values:
+            (out.setdefault(section, {}) if section else out)[name] = values[name]
+    unknown = set(values) - {p.rpartition(".")[2] for p, _ in PlannerConfig.declared()}
+    if unknown:
+        raise ValueError(f"{sorted(unknown)[0]}: no solver has this setting")
+    return out

@@ -10,6 +10,7 @@ A caller steps the batch (`step()`), and each request comes back exactly
 once, as soon as it stops: converged, deadline, max_iterations or
 cancelled. A server can thus interleave batches, answer each request as it
 finishes, and stop a request whose client left. `plan()` is the plain loop.
+The solver is the one `config.method` names in `planning.registry.SOLVERS`.
 
 Early stopping (per request): after `min_iterations`, stop once the best
 loss so far improved by less than `min_improvement` (relative) over the last
@@ -24,24 +25,15 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
 from models import Latent, WorldModel
-from planning.cem import CEM
-from planning.composite import CEMThenGradient, ICEMThenGradient
-from planning.config import METHODS, CEMConfig
+from planning.config import PlannerConfig
 from planning.evaluate import Evaluator
-from planning.gradient import Gradient
-from planning.icem import ICEM
-from planning.mppi import MPPI
+from planning.registry import SOLVERS
 from planning.result import PlanResult
-from planning.solver import Solver
-
-SOLVERS: dict[str, type[Solver]] = {"cem": CEM, "icem": ICEM, "mppi": MPPI, "gradient": Gradient,
-                                    "cem_gradient": CEMThenGradient, "icem_gradient": ICEMThenGradient}
-assert set(SOLVERS) == set(METHODS), "every configurable method has a solver"
 
 
 class PlanBatch:
@@ -53,11 +45,11 @@ class PlanBatch:
         reported back in the result). deadline: absolute `time.monotonic()`
         seconds, for all requests or one per request (None = none).
     init_elites: (B, e, H, A) the last plans' kept elites shifted like the
-        mean (`PlanResult.elites`, `MPCSession.init_elites`), for iCEM; other
+        mean (`PlanResult.elites`, shifted by `warm_start`), for iCEM; other
         solvers ignore them.
     """
 
-    def __init__(self, model: WorldModel, z_obs: Latent, z_goal: Latent, cfg: CEMConfig,
+    def __init__(self, model: WorldModel, z_obs: Latent, z_goal: Latent, cfg: PlannerConfig,
                  init_mean: torch.Tensor | None = None, seeds: Sequence[int | None] | None = None,
                  deadline: float | Sequence[float | None] | None = None, *,
                  init_elites: torch.Tensor | None = None) -> None:
@@ -93,7 +85,6 @@ class PlanBatch:
         self._cancelled: list[int] = []  # left `active`, not yet returned
         self._it = 0
         self._iter_seconds = 0.0  # the last iteration alone: the deadline check's estimate
-        self.last_step_seconds = 0.0
 
     @property
     def size(self) -> int:
@@ -128,7 +119,6 @@ class PlanBatch:
         and return (index, result) for every request that finished during this
         call, each scored. Each request is returned exactly once; after the
         last one, `step()` returns []."""
-        t_start = time.monotonic()
         finished, self._cancelled = self._cancelled, []
         with torch.inference_mode():
             if self._it > 0 and self._active:
@@ -141,9 +131,7 @@ class PlanBatch:
                 finished += late
             if self._active:
                 finished += self._iterate()
-            results = self._finish(finished)
-        self.last_step_seconds = time.monotonic() - t_start
-        return results
+            return self._finish(finished)
 
     def _iterate(self) -> list[int]:
         """One solver iteration on the active requests; returns those that stopped."""
@@ -160,7 +148,7 @@ class PlanBatch:
                 stopped.append(i)
             else:
                 still.append(i)
-        if self._it >= self.cfg.opt_steps:
+        if self._it >= self.cfg.max_iterations:
             stopped += still  # reason stays "max_iterations"
             still = []
         self._active = still
@@ -186,26 +174,21 @@ class PlanBatch:
                 for k, i in enumerate(ids)]
 
 
-def plan(model: WorldModel, z_obs: Latent, z_goal: Latent, cfg: CEMConfig,
+def plan(model: WorldModel, z_obs: Latent, z_goal: Latent, cfg: PlannerConfig,
          init_mean: torch.Tensor | None = None, seeds: Sequence[int | None] | None = None,
-         deadline: float | Sequence[float | None] | None = None,
-         on_done: Callable[[int, PlanResult], None] | None = None, *,
+         deadline: float | Sequence[float | None] | None = None, *,
          init_elites: torch.Tensor | None = None) -> list[PlanResult]:
     """Plan for B requests (arguments as `PlanBatch`): step until every request
-    has stopped. on_done(i, result) is called as soon as request i stops while
-    others go on, so a caller serving several clients can answer each at once.
-    Returns B PlanResults, in request order."""
+    has stopped. Returns B PlanResults, in request order."""
     batch = PlanBatch(model, z_obs, z_goal, cfg, init_mean, seeds, deadline, init_elites=init_elites)
     results: list[PlanResult | None] = [None] * batch.size
     while not batch.done:
         for i, result in batch.step():
             results[i] = result
-            if on_done is not None:
-                on_done(i, result)
     return [r for r in results if r is not None]
 
 
-def _converged(trace: list[float], cfg: CEMConfig) -> bool:
+def _converged(trace: list[float], cfg: PlannerConfig) -> bool:
     """Relative improvement of the running best over the last `patience` iterations."""
     n = len(trace)
     if n < max(cfg.min_iterations, cfg.patience + 1):

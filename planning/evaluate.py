@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 from models import Latent, WorldModel
-from planning.config import CEMConfig
 from planning.objectives import objective
+
+if TYPE_CHECKING:
+    from planning.config import PlannerConfig
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ CPU_MEMORY_BUDGET_MB = 1024.0  # a chunk's activations on CPU when the config se
 class Evaluator:
     """Scores action sequences with chunked rollouts; halves the chunk on OOM."""
 
-    def __init__(self, model: WorldModel, z_obs: Latent, z_goal: Latent, cfg: CEMConfig) -> None:
+    def __init__(self, model: WorldModel, z_obs: Latent, z_goal: Latent, cfg: PlannerConfig) -> None:
         self.model, self.z_obs, self.z_goal, self.cfg = model, z_obs, z_goal, cfg
         self.chunk = cfg.chunk_size or self._chunk_from_budget()
         b = z_obs.visual.shape[0]

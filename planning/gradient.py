@@ -2,8 +2,8 @@
 
 The loss of a sequence is differentiable in its actions (the rollout is a
 chain of predictor calls), so instead of sampling, each iteration takes one
-Adam step on `grad_starts` sequences per request: the warm start and
-perturbed copies (var_scale * N(0, 1), from the request's seed). The returned
+Adam step on `starts` sequences per request: the warm start and
+perturbed copies (sigma * N(0, 1), from the request's seed). The returned
 plan is the lowest-cost sequence ever scored, so refinement never returns
 worse than its start. DINO-WM ships such a planner (`GDPlanner`); the
 composite methods (`planning.composite`) start it from CEM's or iCEM's plan.
@@ -18,16 +18,35 @@ window (more FLOPs than the cached rollout; the benchmark counts them).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 
 from models import Latent, WorldModel
-from planning.config import CEMConfig
 from planning.evaluate import Evaluator
+from planning.settings import Settings, setting
 from planning.solver import Bounds, Solver, draw_normal
 
+if TYPE_CHECKING:
+    from planning.config import PlannerConfig
+
 _BETAS, _EPS = (0.9, 0.999), 1e-8  # Adam's defaults (Kingma & Ba, 2015)
+STEP_ROLLOUTS = 4.0  # one gradient step on a sequence, in cached forward rollouts (uncached forward + backward)
+
+
+@dataclass(frozen=True)
+class GradientSettings(Settings):
+    """Gradient refinement's settings (``planner.gradient``); the composite methods use them too."""
+
+    section = "gradient"
+    lr: float = setting(0.1, "Adam step size on normalised actions (1 = the training std)", gt=0, limit=100.0,
+                        legacy="grad_lr")
+    starts: int = setting(4, "sequences refined in parallel: the warm start and starts - 1 perturbed copies; "
+                          "the best is returned", ge=1, limit="max_num_samples", legacy="grad_starts")
+    sigma: float = setting(1.0, "standard deviation of the perturbed starts in normalised action space", gt=0,
+                           limit="max_var_scale", legacy="var_scale")
 
 
 def differentiable_rollout(model: WorldModel, z0: Latent, actions: torch.Tensor) -> Latent:
@@ -69,12 +88,17 @@ class Gradient(Solver):
     """State: x (B, G, H, A) the sequences; Adam's m, v (B, G, H, A) and step count;
     best (B, H, A) and best_cost (B,) over every sequence scored."""
 
-    def __init__(self, cfg: CEMConfig, mean: torch.Tensor, seeds: list[int], bounds: Bounds,
+    name = "gradient"
+    settings_type = GradientSettings
+    cost_settings = ("starts",)
+
+    def __init__(self, config: PlannerConfig, mean: torch.Tensor, seeds: list[int], bounds: Bounds,
                  init_elites: torch.Tensor | None = None, spread: torch.Tensor | float | None = None) -> None:
-        super().__init__(cfg, mean, seeds, bounds)
+        super().__init__(config, mean, seeds, bounds)
+        self.s = config.solver(self.name)
         b, h, a = mean.shape
-        g = cfg.grad_starts
-        spread = cfg.var_scale if spread is None else spread
+        g = self.s.starts
+        spread = self.s.sigma if spread is None else spread
         spread = torch.as_tensor(spread, device=mean.device).expand(b, h, a)
         noise = draw_normal([s ^ 0x5EED for s in seeds], (g, h, a), mean.device)  # other draws than CEM's
         noise[:, 0] = 0.0  # start 0 is the warm start itself
@@ -84,6 +108,10 @@ class Gradient(Solver):
         self.best = mean.clone()
         self.best_cost = torch.full((b,), float("inf"), device=mean.device)
         self.spread = spread
+
+    @classmethod
+    def rollouts(cls, config: PlannerConfig, iterations: int) -> float:
+        return config.solver(cls.name).starts * iterations * STEP_ROLLOUTS
 
     def propose(self, idx: torch.Tensor, it: int) -> torch.Tensor:
         return self.x[idx]
@@ -105,7 +133,7 @@ class Gradient(Solver):
         v = b2 * self.v[idx] + (1 - b2) * grad.square()
         m_hat = m / (1 - b1 ** t)[:, None, None, None]
         v_hat = v / (1 - b2 ** t)[:, None, None, None]
-        self.x[idx] = self.clip(x - self.cfg.grad_lr * m_hat / (v_hat.sqrt() + _EPS))
+        self.x[idx] = self.clip(x - self.s.lr * m_hat / (v_hat.sqrt() + _EPS))
         self.m[idx], self.v[idx], self.t[idx] = m, v, t
         return costs
 

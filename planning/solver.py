@@ -14,17 +14,27 @@ same for every active request of a batch).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from planning.config import CEMConfig
 from planning.evaluate import Evaluator
+from planning.settings import Settings
+
+if TYPE_CHECKING:
+    from planning.config import PlannerConfig
 
 Bounds = tuple[torch.Tensor, torch.Tensor] | None  # (A,) low and high in normalised space
 
 
 class Solver(ABC):
     """Search state for B requests planned together.
+
+    A solver class declares its name (the `method` that picks it), its own
+    settings (`settings_type`, one section of `PlannerConfig`, e.g.
+    ``planner.icem``), the other solvers' sections it reads (`uses`), and
+    what a plan costs (`rollouts`, `cost_settings`): the server's schema,
+    limits and admission cost are derived from these.
 
     mean: (B, H, A) warm start in normalised space (zeros = the mean training
         action), already within `bounds`. seeds: one int per request; every
@@ -35,9 +45,25 @@ class Solver(ABC):
     keeps elites (iCEM); others ignore them.
     """
 
-    def __init__(self, cfg: CEMConfig, mean: torch.Tensor, seeds: list[int], bounds: Bounds,
+    name: ClassVar[str]
+    settings_type: ClassVar[type[Settings] | None] = None
+    uses: ClassVar[tuple[str, ...]] = ()  # other solvers whose settings this one reads (composites)
+    cost_settings: ClassVar[tuple[str, ...]] = ()  # settings paths that scale a plan's cost, besides the driver's
+
+    def __init__(self, config: PlannerConfig, mean: torch.Tensor, seeds: list[int], bounds: Bounds,
                  init_elites: torch.Tensor | None = None) -> None:
-        self.cfg, self.bounds = cfg, bounds
+        self.config, self.bounds = config, bounds
+
+    @classmethod
+    @abstractmethod
+    def rollouts(cls, config: PlannerConfig, iterations: int) -> float:
+        """Rollouts' worth of work (sequences scored; a gradient step counts as several)
+        of `iterations` iterations: the admission cost's unit."""
+
+    @classmethod
+    def check(cls, config: PlannerConfig) -> None:
+        """Invariants between this solver's settings and the driver's, checked when it is the
+        chosen method (override; raise ValueError naming the value)."""
 
     @abstractmethod
     def propose(self, idx: torch.Tensor, it: int) -> torch.Tensor:

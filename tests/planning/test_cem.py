@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from models.testing import tiny_model
-from planning import CEMConfig, plan
+from planning import PlannerConfig, plan
 from planning.driver import _converged
 from tests.planning.toy import LinearToyModel
 
-SMALL = CEMConfig(horizon=3, num_samples=40, topk=5, opt_steps=6, min_iterations=6)
+SMALL = PlannerConfig(horizon=3, min_iterations=6, max_iterations=6).with_every(samples=40, elites=5)
 GOLDEN = Path(__file__).with_name("golden_cem.json")
 
 
@@ -28,7 +28,7 @@ def test_cem_finds_the_analytic_optimum_of_linear_dynamics():
     toy = LinearToyModel(action_dim=2)
     z0 = torch.tensor([[0.0, 0.0], [1.0, -1.0]])
     goal = torch.tensor([[1.5, -0.5], [0.0, 0.5]])
-    cfg = CEMConfig(horizon=1, num_samples=300, topk=30, opt_steps=30, min_std=0.0, min_improvement=0.0)
+    cfg = PlannerConfig(horizon=1, min_improvement=0.0, max_iterations=30).with_every(samples=300, elites=30, min_sigma=0.0)
     res = plan(toy, toy.latent(z0), toy.latent(goal), cfg, seeds=[0, 1])
     optimum = torch.linalg.solve(toy.M, (goal - z0).T).T  # a* = M^-1 (g - z0)
     for i, r in enumerate(res):
@@ -75,7 +75,7 @@ def test_same_seed_same_plan_other_seed_other_plan_independent_of_batch():
 
 
 def test_early_stop_rule_fires_on_plateau_not_on_steady_improvement():
-    cfg = CEMConfig(min_iterations=3, patience=3, min_improvement=1e-2)
+    cfg = PlannerConfig(min_iterations=3, patience=3, min_improvement=1e-2)
     assert _converged([5.0, 2.0, 1.0, 1.0, 0.999, 0.999], cfg)
     assert not _converged([5.0 * 0.9**i for i in range(30)], cfg)  # 10 % per iteration
     assert not _converged([1.0, 1.0, 1.0], cfg)  # too early: patience + 1 points needed
@@ -84,8 +84,7 @@ def test_early_stop_rule_fires_on_plateau_not_on_steady_improvement():
 def test_planner_stops_early_on_a_plateau_and_reports_it():
     toy = LinearToyModel(action_dim=2)
     z0, goal = torch.zeros(1, 2), torch.tensor([[0.5, 0.5]])
-    cfg = CEMConfig(horizon=2, num_samples=200, topk=20, opt_steps=100, min_iterations=5,
-                    patience=5, min_improvement=1e-3)
+    cfg = PlannerConfig(horizon=2, min_iterations=5, patience=5, min_improvement=1e-3, max_iterations=100).with_every(samples=200, elites=20)
     (res,) = plan(toy, toy.latent(z0), toy.latent(goal), cfg, seeds=[0])
     assert res.stop_reason == "converged"
     assert 5 <= res.iterations < 100
@@ -95,7 +94,7 @@ def test_planner_stops_early_on_a_plateau_and_reports_it():
 
 def test_deadline_is_respected():
     model, z, g = tiny_problem(b=1)
-    cfg = CEMConfig(horizon=5, num_samples=300, topk=30, opt_steps=10_000, min_improvement=0.0)
+    cfg = PlannerConfig(horizon=5, min_improvement=0.0, max_iterations=10_000).with_every(samples=300, elites=30)
     t0 = time.monotonic()
     (res,) = plan(model, z, g, cfg, seeds=[0], deadline=t0 + 0.3)
     elapsed = time.monotonic() - t0
@@ -107,20 +106,20 @@ def test_deadline_is_respected():
 
 def test_topk_one_and_bad_sizes():
     model, z, g = tiny_problem(b=1)
-    (res,) = plan(model, z, g, replace(SMALL, topk=1), seeds=[0])
+    (res,) = plan(model, z, g, SMALL.with_every(elites=1), seeds=[0])
     assert torch.isfinite(res.actions).all() and torch.isfinite(res.sigma).all()
-    assert (res.sigma >= SMALL.min_std).all()
-    with pytest.raises(ValueError, match="topk=50 exceeds num_samples=40"):
-        replace(SMALL, topk=50)
+    assert (res.sigma >= SMALL.solver().min_sigma).all()
+    with pytest.raises(ValueError, match="cem.elites=50 exceeds cem.samples=40"):
+        SMALL.with_every(elites=50)
     with pytest.raises(ValueError, match="horizon=0"):
-        CEMConfig(horizon=0)
+        PlannerConfig(horizon=0)
 
 
 def test_samples_respect_action_bounds():
     model = tiny_model(action_low=(-0.5, -0.5), action_high=(0.5, 1.0))
     z = model.encode_observation(torch.zeros(1, 32, 32, 3, dtype=torch.uint8), torch.zeros(1, 2))
     g = model.encode_observation(torch.full((1, 32, 32, 3), 255, dtype=torch.uint8), torch.ones(1, 2))
-    (res,) = plan(model, z, g, replace(SMALL, var_scale=5.0), seeds=[0])
+    (res,) = plan(model, z, g, SMALL.with_every(sigma=5.0), seeds=[0])
     env = model.codec.to_env(res.actions)
     assert (env[:, 0] >= -0.5 - 1e-5).all() and (env[:, 0] <= 0.5 + 1e-5).all()
     assert (env[:, 1] >= -0.5 - 1e-5).all() and (env[:, 1] <= 1.0 + 1e-5).all()
@@ -136,7 +135,7 @@ def test_loss_reported_is_the_returned_plans_own_objective():
 
 def golden_run():
     model, z, g = tiny_problem(b=2, seed=4)
-    cfg = CEMConfig(horizon=3, num_samples=32, topk=4, opt_steps=5, objective="all", min_iterations=5)
+    cfg = PlannerConfig(horizon=3, objective="all", min_iterations=5, max_iterations=5).with_every(samples=32, elites=4)
     res = plan(model, z, g, cfg, seeds=[2024, 7])
     return {"actions": [r.actions.tolist() for r in res], "loss_trace": [r.loss_trace for r in res]}
 
@@ -157,12 +156,12 @@ if __name__ == "__main__":
 def test_for_model_applies_the_artifact_recommendation_on_the_device_preset():
     model = tiny_model()
     model.metadata = {"planner": {"objective": "all", "alpha": 10.0}}
-    cpu, gpu = CEMConfig.for_model(model, "cpu"), CEMConfig.for_model(model, "cuda")
-    assert (cpu.objective, cpu.alpha, cpu.num_samples) == ("all", 10.0, CEMConfig.cpu_preset().num_samples)
-    assert (gpu.objective, gpu.num_samples) == ("all", CEMConfig.paper().num_samples)
+    cpu, gpu = PlannerConfig.for_model(model, "cpu"), PlannerConfig.for_model(model, "cuda")
+    assert (cpu.objective, cpu.alpha, cpu.solver().samples) == ("all", 10.0, PlannerConfig.cpu_preset().solver().samples)
+    assert (gpu.objective, gpu.solver().samples) == ("all", PlannerConfig.paper().solver().samples)
     model.metadata = {"planner": {"samples": 3}}
-    with pytest.raises(ValueError, match="unknown CEM settings \\['samples'\\]"):
-        CEMConfig.for_model(model)
+    with pytest.raises(ValueError, match="model metadata 'planner': samples: not a planner setting"):
+        PlannerConfig.for_model(model)
 
 
 def test_per_request_deadlines_stop_only_their_request():

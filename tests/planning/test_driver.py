@@ -6,10 +6,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from planning import CEMConfig, PlanBatch, plan
+from planning import PlannerConfig, PlanBatch, plan
 from tests.planning.test_cem import SMALL, tiny_problem
 
-CFG = replace(SMALL, num_samples=24, topk=4, opt_steps=6, min_iterations=6)  # min_iterations = opt_steps: every request runs them all
+CFG = replace(SMALL, min_iterations=6, max_iterations=6).with_every(samples=24, elites=4)  # min_iterations = opt_steps: every request runs them all
 
 
 def run(batch):
@@ -36,10 +36,10 @@ def test_stepping_gives_exactly_the_plans_of_plan():
     model, z, g = tiny_problem(b=3)
     ref = plan(model, z, g, CFG, seeds=[1, 2, 3])
     got, steps = run(PlanBatch(model, z, g, CFG, seeds=[1, 2, 3]))
-    assert steps == CFG.opt_steps and sorted(got) == [0, 1, 2]
+    assert steps == CFG.max_iterations and sorted(got) == [0, 1, 2]
     for a, b in zip(ref, (got[i] for i in range(3))):
         assert_same_plan(a, b, exact=True)
-        assert b.stop_reason == "max_iterations" and b.iterations == CFG.opt_steps
+        assert b.stop_reason == "max_iterations" and b.iterations == CFG.max_iterations
 
 
 def test_cancel_mid_way_returns_the_request_once_and_leaves_the_others_unchanged():
@@ -71,7 +71,7 @@ def test_cancel_before_the_first_step_returns_the_scored_warm_start():
     (i, res), = [x for x in batch.step() if x[0] == 0]
     assert (i, res.stop_reason, res.iterations, res.loss_trace) == (0, "cancelled", 0, [])
     torch.testing.assert_close(res.actions, warm[0])
-    (alone,) = plan(model, z.index(slice(0, 1)), g.index(slice(0, 1)), replace(CFG, opt_steps=1),
+    (alone,) = plan(model, z.index(slice(0, 1)), g.index(slice(0, 1)), replace(CFG, max_iterations=1),
                     init_mean=warm[:1], seeds=[5])
     assert res.loss > alone.loss_trace[0] - 1e-6  # the trace holds the best sample; sample 0 is the warm start
     assert batch.active == [1]
@@ -91,7 +91,7 @@ def test_cancelling_a_finished_request_is_a_no_op():
 
 def test_two_batches_stepped_interleaved_equal_each_run_alone():
     model, z, g = tiny_problem(b=3)
-    cfg_b = replace(CFG, num_samples=16, topk=3, opt_steps=5, min_iterations=5)
+    cfg_b = replace(CFG, min_iterations=5, max_iterations=5).with_every(samples=16, elites=3)
     a_ref = plan(model, z.index(slice(0, 2)), g.index(slice(0, 2)), CFG, seeds=[1, 2])
     b_ref = plan(model, z.index(slice(2, 3)), g.index(slice(2, 3)), cfg_b, seeds=[9])
     a = PlanBatch(model, z.index(slice(0, 2)), g.index(slice(0, 2)), CFG, seeds=[1, 2])
@@ -105,24 +105,39 @@ def test_two_batches_stepped_interleaved_equal_each_run_alone():
             assert_same_plan(r, got[i], exact=True)
 
 
-def test_last_step_seconds_is_measured():
-    model, z, g = tiny_problem(b=1)
-    batch = PlanBatch(model, z, g, CFG, seeds=[0])
-    assert batch.last_step_seconds == 0.0
-    batch.step()
-    assert batch.last_step_seconds > 0.0
-
-
-@pytest.mark.parametrize("field,value", [
-    ("horizon", True), ("num_samples", 3.0), ("opt_steps", "5"), ("chunk_size", False), ("min_iterations", -1),
-    ("alpha", float("nan")), ("var_scale", float("inf")), ("min_std", -float("inf")), ("base", True),
-    ("min_improvement", "0.1"), ("memory_budget_mb", 0),
+@pytest.mark.parametrize("path,value", [
+    ("horizon", True), ("cem.samples", 3.0), ("max_iterations", "5"), ("chunk_size", False), ("min_iterations", -1),
+    ("alpha", float("nan")), ("cem.sigma", float("inf")), ("mppi.min_sigma", -float("inf")), ("base", True),
+    ("min_improvement", "0.1"), ("memory_budget_mb", 0), ("gradient.starts", 0), ("subgoals", 1),
 ])
-def test_config_rejects_bools_non_numbers_and_non_finite_values_naming_them(field, value):
-    with pytest.raises(ValueError, match=f"^{field}={value!r}".replace("(", r"\(").replace(")", r"\)")):
-        replace(CEMConfig(), **{field: value})
+def test_config_rejects_bools_non_numbers_and_non_finite_values_naming_them(path, value):
+    section, _, name = path.rpartition(".")
+    overrides = {section: {name: value}} if section else {name: value}
+    with pytest.raises(ValueError, match=f"^{path}={value!r}".replace("(", r"\(").replace(")", r"\)")):
+        PlannerConfig().updated(overrides)
+
+
+def test_the_previous_releases_flat_names_map_to_every_section_that_has_the_setting():
+    cfg = PlannerConfig().updated({"num_samples": 40, "topk": 4, "opt_steps": 7, "var_scale": 0.5, "icem_beta": 1.0,
+                                   "grad_iterations": 3, "icem": {"samples": 50}})
+    assert cfg.max_iterations == 7
+    assert (cfg.solver("cem").samples, cfg.solver("mppi").samples, cfg.solver("icem").samples) == (40, 40, 50)
+    assert (cfg.solver("cem").elites, cfg.solver("icem").elites) == (4, 4)
+    assert {cfg.get(f"{s}.sigma") for s in ("cem", "icem", "mppi", "gradient")} == {0.5}
+    assert cfg.get("icem.beta") == 1.0 and cfg.get("icem_gradient.gradient_iterations") == 3
+    with pytest.raises(ValueError, match="^cem.foo: not a setting of cem"):
+        PlannerConfig().updated({"cem": {"foo": 1}})
+    with pytest.raises(ValueError, match="^foo: not a planner setting"):
+        PlannerConfig().updated({"foo": 1})
+
+
+def test_every_setting_declares_its_meaning_and_a_server_bound_for_every_unbounded_number():
+    for path, f in PlannerConfig.declared():
+        assert f.metadata["doc"], path
+        if f.metadata["wire"] and f.metadata["kind"] in ("int", "float") and f.metadata["le"] is None:
+            assert f.metadata["limit"] is not None, f"{path}: a client could send any value"
 
 
 def test_config_accepts_an_int_for_a_float_field_and_stores_a_float():
-    cfg = replace(CEMConfig(), alpha=1, var_scale=2)
-    assert isinstance(cfg.alpha, float) and cfg == replace(CEMConfig(), alpha=1.0, var_scale=2.0)
+    cfg = replace(PlannerConfig(), alpha=1).with_every(sigma=2)
+    assert isinstance(cfg.alpha, float) and cfg == replace(PlannerConfig(), alpha=1.0).with_every(sigma=2.0)

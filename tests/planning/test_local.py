@@ -10,13 +10,13 @@ import torch
 
 from models import load_model
 from models.testing import tiny_model
-from planning import CEMConfig, MPCSession, plan
+from planning import PlannerConfig, MPCSession, plan
 from planning.local import LocalClient
 from tests.server.conftest import FAST_PLANNER, GOAL_PROPRIO, PROPRIO, frame, model_path, server_url  # noqa: F401
 from wm_client import ControlLoop, LoopConfig, PlanningClient, PlanningError
 
 BOUND = 3.0
-CFG = dataclasses.replace(CEMConfig.cpu_preset(), **FAST_PLANNER)
+CFG = dataclasses.replace(PlannerConfig.cpu_preset(), **FAST_PLANNER)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_errors_carry_the_servers_codes(model):
 
 def test_health_describes_the_model_and_planner_overrides_apply(model):
     client = LocalClient(model)
-    assert client.config == CEMConfig.for_model(model, "cpu")  # the server's default for the model
+    assert client.config == PlannerConfig.for_model(model, "cpu")  # the server's default for the model
     health = client.wait_ready()
     assert health["status"] == "ok" and health["model"]["frameskip"] == model.config.frameskip
     reply = client.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, seed=0, planner={**FAST_PLANNER, "horizon": 3})

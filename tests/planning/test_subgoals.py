@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models import Latent
-from planning import CEMConfig
+from planning import PlannerConfig
 from planning.subgoals import SubgoalBuildConfig, SubgoalGraph, SubgoalGraphError, build_graph
 
 
@@ -111,6 +111,6 @@ def test_build_config_and_planner_config_name_bad_values():
     with pytest.raises(ValueError, match="merge_quantile=1.5"):
         SubgoalBuildConfig(merge_quantile=1.5)
     with pytest.raises(ValueError, match="subgoal_hops=0"):
-        CEMConfig(subgoal_hops=0)
+        PlannerConfig(subgoal_hops=0)
     with pytest.raises(ValueError, match="subgoals=1"):
-        CEMConfig(subgoals=1)  # type: ignore[arg-type]
+        PlannerConfig(subgoals=1)  # type: ignore[arg-type]
