@@ -98,7 +98,7 @@ class PlannerConfig(Settings):
         nested = _nest(overrides)
         driver = {k: v for k, v in nested.items() if k not in self.solvers}
         sections = dict(self.solvers)
-        for name in nested.keys() & self.solvers.keys():
+        for name in (n for n in self.solvers if n in nested):  # registry order: the same error every time
             try:
                 sections[name] = dataclasses.replace(self.solvers[name], **nested[name])
             except TypeError:
