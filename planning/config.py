@@ -171,6 +171,20 @@ def legacy_used(overrides: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     return {k: legacy[k] for k in overrides if k in legacy and k not in _top_level_names()}
 
 
+def paths_of(overrides: Mapping[str, Any]) -> set[str]:
+    """The setting paths an overrides mapping sets ("horizon", "icem.samples"; legacy names expanded)."""
+    legacy = legacy_used(overrides)
+    out: set[str] = set()
+    for key, value in overrides.items():
+        if key in legacy:
+            out |= set(legacy[key])
+        elif isinstance(value, Mapping):
+            out |= {f"{key}.{name}" for name in value}
+        else:
+            out.add(key)
+    return out
+
+
 def _top_level_names() -> set[str]:
     return {f.name for f in _driver_fields()} | set(_sections())
 

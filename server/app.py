@@ -38,13 +38,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from planning.config import legacy_names
 from server.errors import ApiError, ClientGone, from_validation_errors
 from server.images import ImageError
 from server.metrics import ScrapeCollector
 from server.routes import health, planning, sessions, stats
 from server.runtime import Runtime
 from server.scheduler import DeadlinePassed, Overloaded, ShuttingDown
-from server.schemas import PlanRequest, ReplanRequest
+from server.schemas import PlanRequest, ReplanRequest, section_schema_name
+from server.service import as_api_error
 from server.sessions import SessionNotFound
 from server.settings import Settings
 from server.wire import encode, response_wire
@@ -151,22 +153,10 @@ def _add_error_handlers(app: FastAPI, runtime: Runtime) -> None:
 
         app.add_exception_handler(kind, handler)
 
-    handle(ApiError, lambda e, r: e)
-    handle(ImageError, lambda e, r: ApiError(422, e.code, e.message, e.field))
-    handle(SessionNotFound, lambda e, r: ApiError(404, e.code, e.message, "session_id"))
+    for kind in (ApiError, ImageError, SessionNotFound, Overloaded, ShuttingDown, DeadlinePassed):
+        handle(kind, lambda e, r: as_api_error(e))
     handle(RequestValidationError, lambda e, r: from_validation_errors(e.errors()))
     handle(StarletteHTTPException, _http_error)
-    handle(Overloaded, lambda e, r: ApiError(
-        503, "server.overloaded",
-        f"the server has {e.queued_gflop:.4g} GFLOP of planning queued, over its budget of "
-        f"{e.budget_gflop:.4g}; retry after {e.retry_after_s} s", headers={"Retry-After": str(e.retry_after_s)}))
-    handle(ShuttingDown, lambda e, r: ApiError(
-        503, "server.shutting_down", "the server is shutting down; retry on another replica or after it restarts",
-        headers={"Retry-After": "1", "Connection": "close"}))
-    handle(DeadlinePassed, lambda e, r: ApiError(
-        503, "plan.deadline_passed",
-        f"deadline_ms passed while the request waited {e.waited_s * 1000:.0f} ms in the queue; no plan was made. "
-        "Send a longer deadline_ms or retry", "deadline_ms", headers={"Retry-After": "1"}))
 
     async def client_gone(request: Request, exc: Exception) -> Response:
         runtime.metrics.record_error(request.method, route_path(request.app, request.scope), "client.disconnected")
@@ -293,6 +283,7 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
             body = model.model_json_schema(ref_template="#/components/schemas/{model}")
             components.update(body.pop("$defs", {}))
             components[model.__name__] = body
+        _planner_maxima(components, settings.limits())
         if settings.api_key is not None:
             schema["components"]["securitySchemes"] = {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "the server's API key"}}
@@ -306,6 +297,24 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
                     operation.get("responses", {}).pop("401", None)
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+def _planner_maxima(components: dict[str, Any], limits: dict[str, float]) -> None:
+    """This server's limits as each planner setting's schema maximum, so that OpenAPI-driven clients and
+    fuzzers send what it accepts (the schema models carry only the fixed bounds)."""
+    def tighten(prop: dict[str, Any], limit: float) -> None:
+        prop["maximum"] = min(limit, prop.get("maximum", limit))
+
+    driver = components["PlannerOverrides"]["properties"]
+    for path, limit in limits.items():
+        section, _, name = path.rpartition(".")
+        props = components[section_schema_name(section)]["properties"] if section else driver
+        if name in props:
+            tighten(props[name], limit)
+    for old, paths in legacy_names().items():
+        bounded = [limits[p] for p in paths if p in limits]
+        if bounded and old in driver:
+            tighten(driver[old], min(bounded))
 
 
 def _docs_router(app: FastAPI) -> APIRouter:

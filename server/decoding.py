@@ -14,15 +14,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
-
 from starlette.concurrency import run_in_threadpool
 
 from server.images import DecodedImage, check_size, decode_image, decoded_bytes
 from server.schemas import Image
-
-if TYPE_CHECKING:
-    from server.runtime import Runtime
 
 _INLINE_RAW_BYTES = 4 * 2**20  # raw uint8 frames up to 4 MiB (1024x1024 RGB) decode on the event loop
 
@@ -55,18 +50,27 @@ class DecodeBudget:
                 self._cond.notify_all()
 
 
-async def decode(runtime: Runtime, image: Image, field: str) -> DecodedImage:
-    """Decode, validate and apply the resize policy to one frame."""
-    settings = runtime.settings
-    size = runtime.ready_engine().image_size
-    args = (image.format, image.data)
-    kwargs = dict(field=field, max_pixels=settings.max_image_pixels, shape=image.shape, dtype=image.dtype,
-                  color_order=image.color_order, layout=image.layout,
-                  reduce_to=size if settings.resize_policy == "resize" else None)
-    if image.format == "raw" and image.dtype == "uint8" and len(image.data) <= _INLINE_RAW_BYTES:
-        decoded = decode_image(*args, **kwargs)  # type: ignore[arg-type]
-    else:
-        async with runtime.decode_budget.reserve(decoded_bytes(image.format, image.data, image.shape, image.dtype)):
-            decoded = await run_in_threadpool(decode_image, *args, **kwargs)
-    notices = check_size(decoded, size, settings.resize_policy, field)
-    return DecodedImage(decoded.pixels, decoded.warnings + notices, decoded.original)
+class Decoder:
+    """Decodes, validates and applies the resize policy to a request's frames, within a shared budget.
+
+    budget: decoded bytes in flight across requests. image_size: the model's input side.
+    max_pixels: frames over it are refused before decompression. resize_policy: "resize"
+    (with the model's transform; large files reduced while decoding) or "reject".
+    """
+
+    def __init__(self, budget: DecodeBudget, image_size: int, max_pixels: int, resize_policy: str) -> None:
+        self.budget, self.image_size = budget, image_size
+        self.max_pixels, self.resize_policy = max_pixels, resize_policy
+
+    async def decode(self, image: Image, field: str) -> DecodedImage:
+        args = (image.format, image.data)
+        kwargs = dict(field=field, max_pixels=self.max_pixels, shape=image.shape, dtype=image.dtype,
+                      color_order=image.color_order, layout=image.layout,
+                      reduce_to=self.image_size if self.resize_policy == "resize" else None)
+        if image.format == "raw" and image.dtype == "uint8" and len(image.data) <= _INLINE_RAW_BYTES:
+            decoded = decode_image(*args, **kwargs)  # type: ignore[arg-type]
+        else:
+            async with self.budget.reserve(decoded_bytes(image.format, image.data, image.shape, image.dtype)):
+                decoded = await run_in_threadpool(decode_image, *args, **kwargs)
+        notices = check_size(decoded, self.image_size, self.resize_policy, field)
+        return DecodedImage(decoded.pixels, decoded.warnings + notices, decoded.original)

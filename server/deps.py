@@ -39,7 +39,7 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 async def ready(runtime: RuntimeDep) -> None:
     """503 while the model loads (or after it failed to), before the body is read."""
-    runtime.ready_engine()
+    runtime.ready_service()
 
 
 Ready = Depends(ready)

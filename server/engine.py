@@ -30,8 +30,8 @@ import torch
 import models
 from models import DEFAULT_MODEL_PATH, Latent, WorldModel, load_model
 from models.inference import InferenceConfig
-from planning import CEMConfig, PlanBatch, PlanResult
-from planning.icem import population
+from planning import PlanBatch, PlannerConfig, PlanResult
+from planning.registry import SOLVERS
 from planning.subgoals import SubgoalGraph, SubgoalGraphError, default_path
 from server.memory import max_rss_bytes, rss_bytes
 from server.tokens import model_identity
@@ -55,6 +55,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the planning service needs to know of the model: read once, at load.
+
+    action_bounds: raw env action bounds (raw_action_dim,) low and high, or None.
+    """
+
+    model_id: str
+    image_size: int
+    proprio_dim: int
+    action_dim: int
+    frameskip: int
+    action_bounds: tuple[np.ndarray, np.ndarray] | None
+    subgoals: bool  # a latent subgoal graph is loaded (planner.subgoals can be served)
+
+
 @dataclass(frozen=True, eq=False)
 class PlanInput:
     """What the model needs for one request.
@@ -70,7 +86,7 @@ class PlanInput:
 
     obs: np.ndarray
     obs_proprio: np.ndarray | None
-    config: CEMConfig
+    config: PlannerConfig
     goal: np.ndarray | None = None
     goal_proprio: np.ndarray | None = None
     goal_latent: Latent | None = None
@@ -84,7 +100,7 @@ class PlanInput:
             raise ValueError("a plan input needs exactly one of a goal frame and a goal latent")
 
     @property
-    def batch_key(self) -> tuple[CEMConfig, bool]:
+    def batch_key(self) -> tuple[PlannerConfig, bool]:
         """Inputs with equal keys can be planned in one batch: one config, and kept elites for all or none."""
         return self.config, self.init_elites is not None
 
@@ -119,23 +135,6 @@ class Run:
         return len(self.goals)
 
 
-_GRADIENT_STEP = 4.0  # one gradient step on a sequence, in cached forward rollouts (uncached forward + backward)
-
-
-def rollout_equivalents(cfg: CEMConfig) -> float:
-    """Upper bound on the rollouts a plan scores, all iterations run."""
-    sampling = cfg.opt_steps - (cfg.grad_iterations if cfg.method.endswith("_gradient") else 0)
-    if cfg.method == "gradient":
-        return cfg.grad_starts * cfg.opt_steps * _GRADIENT_STEP
-    if cfg.method.startswith("icem"):
-        samples = sum(population(cfg, it) for it in range(sampling))
-    else:
-        samples = cfg.num_samples * sampling
-    if cfg.method.endswith("_gradient"):
-        samples += cfg.grad_starts * cfg.grad_iterations * _GRADIENT_STEP
-    return float(samples)
-
-
 def load_subgoals(option: str, model_path: Path, model_id: str) -> SubgoalGraph | None:
     """The subgoal graph the server plans with: "off" -> None; "auto" -> the model's
     ``<name>.subgoals.pt`` if it exists and was built with this model (else None, with a
@@ -164,7 +163,7 @@ def load_subgoals(option: str, model_path: Path, model_id: str) -> SubgoalGraph 
 class Engine:
     """A model in eval mode on a device, with the server's default planner config."""
 
-    def __init__(self, model: WorldModel, device: torch.device, base_config: CEMConfig,
+    def __init__(self, model: WorldModel, device: torch.device, base_config: PlannerConfig,
                  model_id: str | None = None, subgoals: SubgoalGraph | None = None) -> None:
         """model_id: the model's identity (the artifact's hash, see ``load``); unset, a hash of
         its config and weights. subgoals: the latent subgoal graph plans with
@@ -199,7 +198,7 @@ class Engine:
         model_path = Path(path if path is not None else DEFAULT_MODEL_PATH)
         model_id = model_identity(str(model_path))
         graph = load_subgoals(subgoals, model_path, model_id)
-        base = dataclasses.replace(CEMConfig.for_model(model, dev.type), **(planner or {}))
+        base = dataclasses.replace(PlannerConfig.for_model(model, dev.type), **(planner or {}))
         if base.subgoals and graph is None:
             raise ValueError(f"planner.subgoals is on by default but there is no subgoal graph (--subgoals "
                              f"{subgoals!r}, model {model_path}); build one with `python -m planning.subgoals build`")
@@ -291,9 +290,9 @@ class Engine:
 
     def warm_up(self) -> None:
         """Encode a blank frame and run one plan iteration, so the first request is not slow."""
-        size = self.model.config.image_size
-        blank = np.zeros((size, size, 3), dtype=np.uint8)
-        proprio = np.zeros(self.proprio_dim, dtype=np.float32) if self.proprio_dim else None
+        c = self.model.config
+        blank = np.zeros((c.image_size, c.image_size, 3), dtype=np.uint8)
+        proprio = np.zeros(c.proprio_dim, dtype=np.float32) if c.proprio_dim else None
         run = self.start([PlanInput(blank, proprio, self.base_config, goal=blank, goal_proprio=proprio, seed=0)])
         run.plan.step()  # one full iteration: allocations of the default chunk size
         run.plan.cancel(0)
@@ -302,13 +301,14 @@ class Engine:
 
     # -- cost ---------------------------------------------------------------------
 
-    def plan_gflop(self, config: CEMConfig) -> float:
+    def plan_gflop(self, config: PlannerConfig) -> float:
         """Analytic GFLOPs of a plan run to its last iteration: the rollouts its
-        solver scores (samples x iterations for CEM and MPPI, iCEM's shrinking
-        populations, 4 rollouts' worth per gradient step: an uncached forward
-        and its backward) x one rollout. Scheduling and admission use it; the
-        encoder's share is left out, well under 1% of a plan."""
-        return rollout_equivalents(config) * self.rollout_gflop(config.horizon)
+        solver scores (each solver declares them: samples x iterations for CEM
+        and MPPI, iCEM's shrinking populations, 4 rollouts' worth per gradient
+        step) x one rollout. Scheduling and admission use it; the encoder's
+        share is left out, well under 1% of a plan."""
+        rollouts = SOLVERS[config.method].rollouts(config, config.max_iterations)
+        return rollouts * self.rollout_gflop(config.horizon)
 
     def rollout_gflop(self, horizon: int) -> float:
         """GFLOPs of one sample's rollout over ``horizon`` steps (matmuls only).
@@ -332,23 +332,13 @@ class Engine:
     # -- identity and health ------------------------------------------------------
 
     @property
-    def image_size(self) -> int:
-        return int(self.model.config.image_size)
-
-    @property
-    def proprio_dim(self) -> int:
-        return int(self.model.config.proprio_dim)
-
-    @property
-    def frameskip(self) -> int:
-        return int(self.model.config.frameskip)
-
-    def action_bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """Raw env action bounds (raw_action_dim,), if the model knows them."""
-        low, high = self.model.config.action_low, self.model.config.action_high
-        if low is None or high is None:
-            return None
-        return np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+    def info(self) -> ModelInfo:
+        c = self.model.config
+        bounds = None
+        if c.action_low is not None and c.action_high is not None:
+            bounds = np.asarray(c.action_low, dtype=np.float64), np.asarray(c.action_high, dtype=np.float64)
+        return ModelInfo(self.model_id, int(c.image_size), int(c.proprio_dim), int(c.action_dim), int(c.frameskip),
+                         bounds, self.subgoals is not None)
 
     def eval_mode(self) -> bool:
         """True when no submodule trains and no parameter tracks gradients."""

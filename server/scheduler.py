@@ -39,6 +39,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from planning import PlannerConfig
 from server import memory
 from server.engine import Engine, PlanInput, PlanOutput, Run
 
@@ -144,6 +145,10 @@ class Scheduler:
         self._thread.start()
 
     # -- the event loop's side ------------------------------------------------------
+
+    def cost(self, config: PlannerConfig) -> float:
+        """What a plan with `config` costs, in the GFLOPs admission and priority count."""
+        return self.engine.plan_gflop(config)
 
     async def submit(self, job_input: PlanInput, gflop: float) -> PlanOutput:
         """Queue a plan and await it. Raises Overloaded, ShuttingDown, DeadlinePassed

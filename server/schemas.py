@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, WithJsonSchema, create_model
 from pydantic_core import PydanticCustomError
 
+from planning import PlannerConfig, StopReason
+from planning.config import legacy_names
 from server.images import SUPPORTED_DTYPES
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
-StopReason = Literal["converged", "max_iterations", "deadline", "cancelled"]
 
 
 class _Strict(BaseModel):
@@ -82,45 +84,66 @@ Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]  # ints accepted
 Bool = Annotated[bool, Strict()]  # true/false only, not 0/1 or "yes"
 
 
-class PlannerOverrides(_Strict):
-    """Planner settings for one plan; unset fields keep the server's defaults.
+def _wire_type(f: dataclasses.Field) -> Any:
+    m = f.metadata
+    return {"int": Int, "float": Number, "bool": Bool}.get(m["kind"]) or Literal[m["choices"]]  # type: ignore[index]
 
-    Only the types are checked here; the planner's config checks the values
-    (e.g. topk <= num_samples) and the server's limits bound every numeric
-    field and the plan's cost (see /stats ``limits``). docs/planning.md
-    describes each solver and its settings.
-    """
 
-    method: Literal["cem", "icem", "mppi", "gradient", "cem_gradient", "icem_gradient"] | None = Field(
-        default=None, description="the solver (default: the server's, usually the model's recommendation)")
-    horizon: Int | None = Field(default=None, description="model steps planned (>= 1)")
-    num_samples: Int | None = Field(default=None, description="samples per iteration (>= 1)")
-    topk: Int | None = Field(default=None, description="elites refitting the Gaussian (1..num_samples)")
-    opt_steps: Int | None = Field(default=None, description="maximum iterations (>= 1)")
-    var_scale: Number | None = Field(default=None, description="initial sigma (> 0)")
-    objective: Literal["last", "all"] | None = Field(
-        default=None, description="compare the goal with the last predicted step, or all"
-    )
-    alpha: Number | None = Field(default=None, description="weight of the proprio loss (>= 0)")
-    min_iterations: Int | None = Field(default=None, description="iterations before early stopping (>= 0)")
-    patience: Int | None = Field(default=None, description="window of the early-stop rule (>= 1)")
-    min_improvement: Number | None = Field(
-        default=None, description="relative loss improvement that counts as progress (>= 0)"
-    )
-    elite_std: Literal["biased", "unbiased"] | None = Field(default=None, description="CEM/iCEM sigma refit")
-    icem_beta: Number | None = Field(default=None, description="iCEM colored-noise exponent (>= 0)")
-    icem_keep_elites: Number | None = Field(default=None, description="iCEM fraction of elites kept (0..1)")
-    icem_decay: Number | None = Field(default=None, description="iCEM population decay per iteration (>= 1)")
-    mppi_temperature: Number | None = Field(default=None, description="MPPI temperature (> 0)")
-    grad_lr: Number | None = Field(default=None, description="gradient solvers' Adam step size (> 0)")
-    grad_starts: Int | None = Field(default=None, description="sequences refined in parallel by gradient (>= 1)")
-    grad_iterations: Int | None = Field(
-        default=None, description="composite methods: last iterations spent on gradient steps (< opt_steps)")
-    subgoals: Bool | None = Field(
-        default=None, description="plan towards a subgoal on the shortest path through the server's latent "
-        "subgoal graph while the goal is far (needs a graph: /health model.subgoals; docs/planning.md)")
-    subgoal_hops: Int | None = Field(
-        default=None, description="model steps along the graph's path to the subgoal (>= 1)")
+def _wire_bounds(f: dataclasses.Field) -> dict[str, Any]:
+    """What a value may be, for the schema only: the planner's own checks and the server's limits
+    enforce it (with their error codes); the operator's limits are filled in by the app."""
+    m, out = f.metadata, {}
+    if m["ge"] is not None:
+        out["minimum"] = m["ge"]
+    if m["gt"] is not None:
+        out["exclusiveMinimum"] = m["gt"]
+    maxima = [v for v in (m["le"], m["limit"]) if isinstance(v, (int, float))]
+    if maxima:
+        out["maximum"] = min(maxima)
+    return out
+
+
+def _wire_field(f: dataclasses.Field, description: str, **extra: Any) -> tuple[Any, Any]:
+    return (_wire_type(f) | None, Field(default=None, description=description,
+                                        json_schema_extra={**_wire_bounds(f), **extra} or None))
+
+
+def section_schema_name(section: str) -> str:
+    """The schema name of a solver's settings mapping: "icem_gradient" -> "IcemGradientSettings"."""
+    return f"{section.title().replace('_', '')}Settings"
+
+
+def _planner_overrides() -> type[BaseModel]:
+    """The wire form of `planning.PlannerConfig`, derived from its declarations: the driver's
+    settings, one optional mapping per solver, and the previous release's flat names (deprecated)."""
+    sections: dict[str, dict[str, Any]] = {}
+    driver: dict[str, Any] = {}
+    declared = dict(PlannerConfig.declared())
+    for path, f in declared.items():
+        if not f.metadata["wire"]:
+            continue
+        section, _, name = path.rpartition(".")
+        (sections.setdefault(section, {}) if section else driver)[name] = _wire_field(f, f.metadata["doc"])
+    for section, fields in sections.items():
+        model = create_model(section_schema_name(section), __base__=_Strict,
+                             __doc__=f"Settings of the {section} solver; unset fields keep the server's defaults.",
+                             **fields)
+        driver[section] = (model | None, Field(default=None, description=f"settings of the {section} solver"))
+    for old, paths in legacy_names().items():
+        driver[old] = _wire_field(declared[paths[0]], f"deprecated: sets {', '.join(paths)}", deprecated=True)
+    return create_model("PlannerOverrides", __base__=_Strict, __doc__=_PLANNER_DOC, **driver)
+
+
+_PLANNER_DOC = """Planner settings for one plan; unset fields keep the server's defaults.
+
+The driver's settings at the top level, each solver's in its own mapping
+(``{"method": "icem", "icem": {"samples": 150}}``). Only the types are checked
+here; the planner's config checks the values (e.g. elites <= samples) and the
+server's limits bound every numeric field and the plan's cost (see /stats
+``limits``). docs/planning.md describes each solver and its settings.
+"""
+
+PlannerOverrides = _planner_overrides()
 
 
 Proprio = Annotated[
@@ -153,7 +176,13 @@ class PlanRequest(_Strict):
 
 class ReplanRequest(_Strict):
     """Plan again from a new frame, warm-started from the last plan: the session's
-    (``session_id``) or the one in a token (``mpc_state``, stateless: any replica)."""
+    (``session_id``) or the one in a token (``mpc_state``, stateless: any replica).
+    Exactly one of the two."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+        {"required": ["session_id"], "properties": {"session_id": {"type": "string"}, "mpc_state": {"type": "null"}}},
+        {"required": ["mpc_state"], "properties": {"mpc_state": {"type": "string"}, "session_id": {"type": "null"}}},
+    ]})
 
     session_id: SessionId | None = Field(default=None, description="the session to replan; or send mpc_state")
     mpc_state: str | None = Field(
@@ -219,7 +248,9 @@ class PlanResponse(_Strict):
     horizon: int
     frameskip: int
     seed: int = Field(description="the seed used (drawn at random when none was sent)")
-    warm_start: bool = Field(description="whether CEM started from the session's last plan")
+    warm_start: bool = Field(description="whether the solver started from the episode's last plan")
+    rollouts: int = Field(description="action sequences scored by a forward rollout (the plan's cost)")
+    grad_rollouts: int = Field(description="action sequences scored with a backward pass (gradient solvers)")
     subgoal: SubgoalInfo | None = Field(default=None, description="null unless planner.subgoals was on")
     timing_ms: Timing
     warnings: list[PlanWarning]

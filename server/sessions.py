@@ -18,9 +18,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
+from typing import Any, Literal
 
-T = TypeVar("T")
+from server.tokens import MPCState
 RemovalReason = Literal["evicted", "expired", "deleted"]
 # Enough to explain recent removals; older ids get the generic message.
 _TOMBSTONES = 4096
@@ -39,17 +39,18 @@ class SessionNotFound(Exception):
 
 
 @dataclass
-class Session(Generic[T]):
-    """One client's planning state; ``state`` is None until its first plan lands."""
+class Session:
+    """One client's planning state: the episode's warm start (the same `MPCState` a token carries)
+    and its goal latent, kept here for the session's life. None until its first plan lands."""
 
     id: str
     last_used: float
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    state: T | None = None
-    goal_id: str | None = None  # the goal's content identity, written into each mpc_state token
+    state: MPCState | None = None
+    goal: Any = None  # models.Latent (1, ...) of the goal
 
 
-class SessionStore(Generic[T]):
+class SessionStore:
     """Sessions by id, least recently used first.
 
     Args:
@@ -64,7 +65,7 @@ class SessionStore(Generic[T]):
         self.max_sessions = max_sessions
         self.ttl_s = ttl_s
         self._clock = clock
-        self._sessions: OrderedDict[str, Session[T]] = OrderedDict()
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._removed: OrderedDict[str, RemovalReason] = OrderedDict()
         self.counts: dict[str, int] = {"created": 0, "evicted": 0, "expired": 0, "deleted": 0}
 
@@ -74,7 +75,7 @@ class SessionStore(Generic[T]):
     def __contains__(self, session_id: str) -> bool:
         return session_id in self._sessions
 
-    def get(self, session_id: str) -> Session[T]:
+    def get(self, session_id: str) -> Session:
         """The live session with a plan; marks it used. Raises ``SessionNotFound``."""
         self.sweep()
         session = self._sessions.get(session_id)
@@ -90,7 +91,7 @@ class SessionStore(Generic[T]):
         self._touch(session)
         return session
 
-    def get_or_create(self, session_id: str) -> tuple[Session[T], bool]:
+    def get_or_create(self, session_id: str) -> tuple[Session, bool]:
         """The session with this id, created (possibly evicting another) if absent.
 
         Returns the session and whether it was created.
@@ -103,13 +104,13 @@ class SessionStore(Generic[T]):
         while len(self._sessions) >= self.max_sessions:
             oldest, _ = self._sessions.popitem(last=False)
             self._forget(oldest, "evicted")
-        session = Session[T](id=session_id, last_used=self._clock())
+        session = Session(id=session_id, last_used=self._clock())
         self._sessions[session_id] = session
         self._removed.pop(session_id, None)
         self.counts["created"] += 1
         return session, True
 
-    def discard(self, session: Session[T]) -> None:
+    def discard(self, session: Session) -> None:
         """Drop a session that never got a plan (its first plan failed)."""
         if self._sessions.get(session.id) is session and session.state is None:
             del self._sessions[session.id]
@@ -136,7 +137,7 @@ class SessionStore(Generic[T]):
             expired += 1
         return expired
 
-    def _touch(self, session: Session[T]) -> None:
+    def _touch(self, session: Session) -> None:
         session.last_used = self._clock()
         self._sessions.move_to_end(session.id)
 

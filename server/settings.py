@@ -21,6 +21,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict, SettingsError
 
+from planning import PlannerConfig
+from planning.config import paths_of
 from server.schemas import PlannerOverrides
 
 # Pillow warns above ~89.5M pixels and refuses twice that; the server's own
@@ -83,14 +85,16 @@ class Settings(BaseSettings):
     session_ttl_s: float = Field(default=600.0, gt=0, description="idle sessions expire after it")
     planner: PlannerOverrides = Field(
         default_factory=PlannerOverrides,
-        description="default CEM settings over the planner's preset (paper defaults on "
-        "GPU, the CPU preset on CPU)",
+        description="default planner settings over the planner's preset (paper defaults on GPU, the CPU preset "
+        "on CPU) and the model's recommendation; the same fields as a request's planner",
     )
     max_horizon: int = Field(default=32, ge=1, description="bound on planner.horizon")
-    max_num_samples: int = Field(default=4096, ge=1, description="bound on planner.num_samples (and topk)")
+    max_num_samples: int = Field(
+        default=4096, ge=1, description="bound on every solver's samples (and elites, gradient starts)")
     max_opt_steps: int = Field(
-        default=100, ge=1, description="bound on planner.opt_steps (and min_iterations, patience)")
-    max_var_scale: float = Field(default=10.0, gt=0, description="bound on planner.var_scale")
+        default=100, ge=1, description="bound on planner.max_iterations (and min_iterations, patience, "
+        "gradient_iterations)")
+    max_var_scale: float = Field(default=10.0, gt=0, description="bound on every solver's sigma (and min_sigma)")
     max_alpha: float = Field(default=1e4, gt=0, description="bound on planner.alpha")
     max_plan_cost: float = Field(
         default=25.0, gt=0,
@@ -157,35 +161,27 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _defaults_within_limits(self) -> Settings:
-        for name, limit in self.limits().items():
-            value = getattr(self.planner, name)
-            if value is not None and value > limit:
-                raise ValueError(
-                    f"planner.{name}={value} exceeds max_{name}={limit}; raise the limit "
-                    "or lower the default"
-                )
+        try:
+            config = PlannerConfig().updated(self.planner.model_dump(exclude_none=True))
+        except ValueError as exc:
+            raise ValueError(f"planner.{exc}") from None
+        sent = paths_of(self.planner.model_dump(exclude_none=True))
+        for path, limit in self.limits().items():
+            value = config.get(path)
+            if path in sent and value is not None and value > limit:
+                raise ValueError(f"planner.{path}={value} exceeds this server's limit of {limit:g}; raise the limit "
+                                 "or lower the default")
         return self
 
     def limits(self) -> dict[str, int | float]:
-        """Upper bounds on planner overrides, by planner field name (every numeric field)."""
-        return {
-            "horizon": self.max_horizon,
-            "num_samples": self.max_num_samples,
-            "topk": self.max_num_samples,
-            "opt_steps": self.max_opt_steps,
-            "min_iterations": self.max_opt_steps,
-            "patience": self.max_opt_steps,
-            "var_scale": self.max_var_scale,
-            "alpha": self.max_alpha,
-            "min_improvement": 100.0,  # a fraction: above 1 every plan stops at min_iterations
-            "icem_beta": 10.0,
-            "icem_decay": 100.0,
-            "mppi_temperature": 1e4,
-            "grad_lr": 100.0,
-            "grad_starts": self.max_num_samples,
-            "grad_iterations": self.max_opt_steps,
-            "subgoal_hops": self.max_horizon,
-        }
+        """Upper bounds on planner overrides, by setting path ("horizon", "icem.samples"), derived from each
+        setting's declared `limit`: the name of one of the max_* settings above, or a number."""
+        out: dict[str, int | float] = {}
+        for path, f in PlannerConfig.declared():
+            limit = f.metadata["limit"]
+            if limit is not None:
+                out[path] = getattr(self, limit) if isinstance(limit, str) else limit
+        return out
 
     def resolved_threads(self, device_type: str) -> int | None:
         """torch intra-op threads: the setting, else one per two usable cores on CPU (measured: on 2 shared
@@ -224,3 +220,4 @@ def from_cli(cls: type[S], argv: Sequence[str] | None) -> S | None:
         return None
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return settings
+

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import hmac
 import time
@@ -39,8 +40,11 @@ from typing import Any
 
 import msgpack
 import numpy as np
+import torch
 
+from planning import PlannerConfig, warm_start
 from server.errors import ApiError
+from server.planner import PlannerLimits, resolve
 
 VERSION = 1
 _MAC_BYTES = 16
@@ -48,30 +52,45 @@ _MAC_BYTES = 16
 
 @dataclass(frozen=True)
 class MPCState:
-    """What a warm start needs. plan: (H, A) float32 in the model's normalised space."""
+    """The one warm-start state of an episode, kept in a server-side session or carried in a token.
 
-    model_id: str
-    config: dict[str, Any]
+    config: the planner settings the episode plans with. goal_id: the goal's content identity
+    (`goal_identity`). plan: (H, A) float32, the last plan in the model's normalised space.
+    elites: (e, H, A) its kept elites (iCEM), or None. created: when it was made (time.time()).
+    """
+
+    config: PlannerConfig
     goal_id: str
     plan: np.ndarray
-    created: float
-    elites: np.ndarray | None = None  # (e, H, A) the plan's kept elites (iCEM), or None
+    elites: np.ndarray | None = None
+    created: float = dataclasses.field(default_factory=time.time)
+
+    def warm_start(self, executed_steps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The next plan's start after `executed_steps` model steps: mean (1, H, A) and elites
+        (1, e, H, A) or None, shifted with the last action repeated (`planning.warm_start`)."""
+        h = self.config.horizon
+        mean = warm_start(torch.from_numpy(self.plan), executed_steps, h).unsqueeze(0)
+        elites = None if self.elites is None else warm_start(torch.from_numpy(self.elites), executed_steps, h)[None]
+        return mean, elites
 
 
 class TokenCodec:
-    """Issues and reads tokens for one model (``model_id``) under an optional secret."""
+    """Issues and reads tokens for one model (``model_id``) under an optional secret. A token's
+    planner settings are checked as a request's are: over `base`, within `limits`."""
 
-    def __init__(self, model_id: str, secret: str | None, max_bytes: int, max_age_s: float) -> None:
+    def __init__(self, model_id: str, secret: str | None, max_bytes: int, max_age_s: float,
+                 base: PlannerConfig, limits: PlannerLimits) -> None:
         self.model_id = model_id
         self.max_bytes, self.max_age_s = max_bytes, max_age_s
+        self.base, self.limits = base, limits
         self._key = hashlib.sha256(b"wm-mpc-state\0" + model_id.encode() + b"\0" + (secret or "").encode()).digest()
 
-    def issue(self, config: dict[str, Any], goal_id: str, plan: np.ndarray, elites: np.ndarray | None = None) -> str:
-        plan = np.ascontiguousarray(plan, dtype=np.float32)
-        data = {"v": VERSION, "model": self.model_id, "cfg": config, "goal": goal_id,
-                "shape": list(plan.shape), "plan": plan.tobytes(), "t": round(time.time(), 3)}
-        if elites is not None:
-            elites = np.ascontiguousarray(elites, dtype=np.float32)
+    def issue(self, state: MPCState) -> str:
+        plan = np.ascontiguousarray(state.plan, dtype=np.float32)
+        data = {"v": VERSION, "model": self.model_id, "cfg": state.config.to_dict(), "goal": state.goal_id,
+                "shape": list(plan.shape), "plan": plan.tobytes(), "t": round(state.created, 3)}
+        if state.elites is not None:
+            elites = np.ascontiguousarray(state.elites, dtype=np.float32)
             data |= {"elites_shape": list(elites.shape), "elites": elites.tobytes()}
         payload = msgpack.packb(data, use_bin_type=True)
         mac = hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
@@ -111,17 +130,21 @@ class TokenCodec:
             if "elites" in data:
                 elites_shape = tuple(int(d) for d in data["elites_shape"])
                 elites = np.frombuffer(data["elites"], dtype="<f4").reshape(elites_shape).astype(np.float32)
-            state = MPCState(self.model_id, dict(data["cfg"]), str(data["goal"]), plan, float(data["t"]), elites)
+            config, goal_id, created = dict(data["cfg"]), str(data["goal"]), float(data["t"])
         except (KeyError, TypeError, ValueError):
             raise _invalid("mpc_state.invalid", "mpc_state is missing fields or has malformed ones") from None
         if plan.ndim != 2 or not np.isfinite(plan).all():
             raise _invalid("mpc_state.invalid", "mpc_state's plan is not a finite (horizon, action_dim) array")
         if elites is not None and (elites.ndim != 3 or elites.shape[1:] != plan.shape or not np.isfinite(elites).all()):
             raise _invalid("mpc_state.invalid", "mpc_state's elites are not finite (e, horizon, action_dim) arrays")
-        if self.max_age_s and time.time() - state.created > self.max_age_s:
+        if self.max_age_s and time.time() - created > self.max_age_s:
             raise _invalid("mpc_state.expired", f"mpc_state is older than {self.max_age_s:g} s; POST /plan to "
                            "start over")
-        return state
+        resolved, _ = resolve(self.base, config, self.limits)  # a token of a previous release: its names map
+        if plan.shape[0] != resolved.horizon:
+            raise _invalid("mpc_state.invalid", f"mpc_state's plan has {plan.shape[0]} steps, not the "
+                           f"{resolved.horizon} of its planner settings")
+        return MPCState(resolved, goal_id, plan, elites, created)
 
 
 def goal_identity(model_id: str, pixels: np.ndarray, proprio: np.ndarray | None) -> str:

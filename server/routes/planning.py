@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from server import service
 from server.deps import ReceivedAt, Ready, RuntimeDep, body_of, unless_client_leaves
 from server.routes.responses import PLAN_ERRORS
 from server.schemas import PlanRequest, PlanResponse, ReplanRequest
@@ -39,7 +38,7 @@ _PLAN_RESPONSES: dict[int | str, dict[str, Any]] = {
              dependencies=[Ready])
 async def plan(request: Request, runtime: RuntimeDep, received_at: ReceivedAt,
                body: Annotated[PlanRequest, Depends(body_of(PlanRequest))]) -> Response:
-    result = await unless_client_leaves(request, service.plan(runtime, body, received_at))
+    result = await unless_client_leaves(request, runtime.ready_service().plan(body, received_at))
     runtime.metrics.record_plan("POST", "/plan", result.timing_ms.total, result.iterations, result.stop_reason,
                                 result.method, None if result.subgoal is None else result.subgoal.used)
     return encode(result.model_dump(), response_wire(request))
@@ -51,7 +50,7 @@ async def plan(request: Request, runtime: RuntimeDep, received_at: ReceivedAt,
              dependencies=[Ready])
 async def replan(request: Request, runtime: RuntimeDep, received_at: ReceivedAt,
                  body: Annotated[ReplanRequest, Depends(body_of(ReplanRequest))]) -> Response:
-    result = await unless_client_leaves(request, service.replan(runtime, body, received_at))
+    result = await unless_client_leaves(request, runtime.ready_service().replan(body, received_at))
     runtime.metrics.record_plan("POST", "/replan", result.timing_ms.total, result.iterations, result.stop_reason,
                                 result.method, None if result.subgoal is None else result.subgoal.used)
     return encode(result.model_dump(), response_wire(request))

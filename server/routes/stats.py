@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -108,7 +107,7 @@ def build_stats(runtime: Runtime) -> StatsResponse:
         sessions={"active": len(store), "max": store.max_sessions, "ttl_s": store.ttl_s, **store.counts},
         device=engine.memory() | {"device": str(engine.device)} if engine else {},
         model=engine.describe() if engine else None,
-        planner_defaults=dataclasses.asdict(engine.base_config) if engine else None,
+        planner_defaults=engine.base_config.to_dict() if engine else None,
         limits=settings.limits() | {
             "max_plan_gflop": runtime.limits.max_plan_gflop if engine else None,
             "default_plan_gflop": runtime.base_gflop if engine else None,

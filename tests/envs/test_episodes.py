@@ -14,12 +14,12 @@ from envs.episodes import (
 from envs.tasks import Task, wall_tasks
 from models import load_model
 from models.testing import tiny_model
-from planning import CEMConfig
+from planning import PlannerConfig
 from planning.local import LocalClient
 from tests.server.conftest import FAST_PLANNER, model_path, server_url  # noqa: F401
 from wm_client import LoopConfig, PlanningClient
 
-CFG = dataclasses.replace(CEMConfig.cpu_preset(), **FAST_PLANNER)
+CFG = dataclasses.replace(PlannerConfig.cpu_preset(), **FAST_PLANNER)
 WALL_KEYS = {"goals", "episodes", "seed", "success_rate", "mean_steps", "mean_final_distance", "plan_ms_p50",
              "plan_ms_p95", "plans"}
 

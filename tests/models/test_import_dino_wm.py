@@ -20,7 +20,7 @@ import yaml
 from models import load_model
 from models.dino_wm_checkpoint import STAND_INS, CheckpointError
 from models.import_dino_wm import DinoWMImportError, import_run, main, read_stats
-from planning import CEMConfig, plan
+from planning import PlannerConfig, plan
 from tests.models.dino_wm_reference import (VQVAE, DinoV2Encoder, DinoVisionTransformer, ProprioceptiveEmbedding,
                                             Reference, ViTPredictor, accelerated, published, randomize,
                                             register_published)
@@ -207,7 +207,7 @@ def test_imported_model_plans(feature_run):
     frames, proprio, _ = observation(1, seed=5)
     z_obs = model.encode_observation(frames, proprio)
     z_goal = model.encode_observation(*observation(1, seed=6)[:2])
-    cfg = CEMConfig(horizon=2, num_samples=6, topk=2, opt_steps=2, min_iterations=0)
+    cfg = PlannerConfig(horizon=2, min_iterations=0, max_iterations=2).with_every(samples=6, elites=2)
     (result,) = plan(model, z_obs, z_goal, cfg, seeds=[0])
     assert result.actions.shape == (2, model.config.action_dim) and torch.isfinite(result.actions).all()
 
@@ -286,14 +286,14 @@ def test_published_planner_settings_of_the_environment_are_recommended(feature_r
     assert model.metadata["planner"] == {"horizon": 5, "num_samples": 300, "topk": 30, "var_scale": 1.0,
                                          "objective": "last", "base": 2.0, "opt_steps": 10, "alpha": 1.0}
     assert model.metadata["planner_source"]["file"] == "conf/plan_wall.yaml"
-    cfg = CEMConfig.for_model(model, "cuda")
-    assert (cfg.alpha, cfg.opt_steps, cfg.objective) == (1.0, 10, "last")
+    cfg = PlannerConfig.for_model(model, "cuda")
+    assert (cfg.alpha, cfg.max_iterations, cfg.objective) == (1.0, 10, "last")
     for env, alpha in (("point_maze", 0.0), ("default", 1.0)):
         other = import_run(run.dir, read_stats(run.stats), tmp_path / f"{env}.pt", run.encoder_weights, planner=env)
         assert other.metadata["planner"]["alpha"] == alpha
-        CEMConfig.for_model(other)  # every key is a CEMConfig field
+        PlannerConfig.for_model(other)  # every key is a PlannerConfig field
     none = import_run(run.dir, read_stats(run.stats), tmp_path / "none.pt", run.encoder_weights, planner="none")
-    assert "planner" not in none.metadata and CEMConfig.for_model(none) == CEMConfig.cpu_preset()
+    assert "planner" not in none.metadata and PlannerConfig.for_model(none) == PlannerConfig.cpu_preset()
 
 
 def test_statistics_of_another_action_space_are_refused(feature_run, tmp_path):

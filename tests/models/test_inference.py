@@ -21,7 +21,7 @@ import torch
 from benchmarks.common import wall_problem
 from models import InferenceConfig, load_model, save_model
 from models.testing import tiny_model
-from planning import CEMConfig, objective, plan
+from planning import PlannerConfig, objective, plan
 
 ELITE_OVERLAP = 0.8
 LOSS_RTOL, LOSS_ATOL = 0.10, 2e-3
@@ -49,7 +49,7 @@ def test_reduced_precision_keeps_the_elites_and_the_loss_of_a_plan(fp32, problem
     reduced = load_model(None, device=test_device, dtype=dtype)
     assert reduced.describe()["inference"]["dtype"] == dtype
     assert next(reduced.parameters()).dtype == torch.float32  # autocast: weights stay fp32
-    cem = CEMConfig.for_model(fp32, "cpu")
+    cem = PlannerConfig.for_model(fp32, "cpu")
     lo, hi = fp32.codec.model_bounds(fp32.config.action_low, fp32.config.action_high)
     for i in range(problems.batch):
         z, g = problems.z_obs.index(slice(i, i + 1)), problems.z_goal.index(slice(i, i + 1))
@@ -63,7 +63,7 @@ def test_reduced_precision_keeps_the_elites_and_the_loss_of_a_plan(fp32, problem
     if dtype != "bf16":
         return  # fp16 plans: benchmarks/precision.py (reduced precision is emulated, slowly, on this CPU)
     # the same plan scored by both models; a plan made in bf16 scored in fp32
-    cem = dataclasses.replace(cem, opt_steps=6)
+    cem = dataclasses.replace(cem, max_iterations=6)
     z, g = problems.z_obs.index(slice(0, 1)), problems.z_goal.index(slice(0, 1))
     (p32,) = plan(fp32, z, g, cem, seeds=[0])
     (plow,) = plan(reduced, z, g, cem, seeds=[0])
@@ -97,7 +97,7 @@ def test_compiled_rollout_gives_the_eager_plan(test_device):
     assert compiled.describe()["inference"]["compiled"]
     frames = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     z = eager.encode_observation(frames, torch.zeros(2, 2))
-    cem = CEMConfig(horizon=4, num_samples=30, topk=5, opt_steps=3, min_iterations=3, chunk_size=8)
+    cem = PlannerConfig(horizon=4, min_iterations=3, chunk_size=8, max_iterations=3).with_every(samples=30, elites=5)
     (want,) = plan(eager, z.index(slice(0, 1)), z.index(slice(1, 2)), cem, seeds=[3])
     (got,) = plan(compiled, z.index(slice(0, 1)), z.index(slice(1, 2)), cem, seeds=[3])
     torch.testing.assert_close(got.actions, want.actions, rtol=1e-4, atol=1e-4)
@@ -151,7 +151,7 @@ def test_host_frames_reach_the_models_device_and_plans_are_exact_there(fp32, pro
     assert z.visual.device.type == test_device.type
     torch.testing.assert_close(z.visual, problems.z_obs.visual[:1])
     g = problems.z_goal.index(slice(0, 1))
-    cem = dataclasses.replace(CEMConfig.for_model(fp32, test_device.type), num_samples=40, topk=5, opt_steps=3)
+    cem = dataclasses.replace(PlannerConfig.for_model(fp32, test_device.type), max_iterations=3).with_every(samples=40, elites=5)
     (a,) = plan(fp32, z, g, cem, seeds=[7])
     (b,) = plan(fp32, z, g, dataclasses.replace(cem, chunk_size=7), seeds=[7])
     (c,) = plan(fp32, z, g, cem, seeds=[7])

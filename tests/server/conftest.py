@@ -27,7 +27,8 @@ API_KEY = "test-key-1234"
 IMAGE_SIZE = 32  # models.testing.TINY_CONFIG
 ACTION_BOUND = 3.0
 # Small enough for a 2-core CPU: a plan takes a few tens of ms.
-FAST_PLANNER = {"num_samples": 24, "topk": 4, "opt_steps": 4, "min_iterations": 2, "patience": 2}
+FAST_PLANNER = {"max_iterations": 4, "min_iterations": 2, "patience": 2, "cem": {"samples": 24, "elites": 4},
+                "icem": {"samples": 24, "elites": 4}, "mppi": {"samples": 24}}
 
 
 @contextmanager

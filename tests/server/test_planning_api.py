@@ -12,24 +12,24 @@ from PIL import Image
 
 from client_examples.client import PlanningClient, PlanningError
 from models import load_model
-from planning import CEMConfig, MPCSession, plan
+from planning import PlannerConfig, plan, warm_start
 from tests.server.conftest import (
     ACTION_BOUND, FAST_PLANNER, GOAL_PROPRIO, IMAGE_SIZE, PROPRIO, frame,
 )
 
 
 def local_plan(model, obs, goal, cfg, seed, session=None, executed=1):
-    """What the server should compute, done in-process with the same artifact."""
+    """What the server should compute, done in-process with the same artifact.
+    session: (goal latent, last plan) of the episode, or None to start one."""
     z_obs = model.encode_observation(torch.from_numpy(obs)[None], torch.tensor([PROPRIO]))
     if session is None:
         z_goal = model.encode_observation(torch.from_numpy(goal)[None], torch.tensor([GOAL_PROPRIO]))
-        session = MPCSession(goal=z_goal, config=cfg)
         init = None
     else:
-        init = session.init_mean(executed)
-    (result,) = plan(model, z_obs, session.goal, cfg, init_mean=init, seeds=[seed])
-    session.record(result)
-    return model.codec.to_env(result.actions).numpy(), result, session
+        z_goal, last = session
+        init = warm_start(last, executed, cfg.horizon)[None]
+    (result,) = plan(model, z_obs, z_goal, cfg, init_mean=init, seeds=[seed])
+    return model.codec.to_env(result.actions).numpy(), result, (z_goal, result.actions)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def model(model_path):
 
 
 def test_plan_then_replan_loop_matches_the_planner_in_process(client, model):
-    cfg = dataclasses.replace(CEMConfig.cpu_preset(), **FAST_PLANNER)
+    cfg = PlannerConfig.cpu_preset().updated(FAST_PLANNER)
     obs, goal = frame(1), frame(2)
     reply = client.plan(obs, goal, PROPRIO, GOAL_PROPRIO, seed=7)
     expected, result, session = local_plan(model, obs, goal, cfg, seed=7)

@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from models.testing import tiny_model
-from planning import CEMConfig
+from planning import PlannerConfig
 from server.engine import Engine, PlanInput, PlanOutput
 from server.scheduler import DeadlinePassed, Overloaded, Scheduler, ShuttingDown
 
-CFG = CEMConfig(horizon=3, num_samples=24, topk=4, opt_steps=6, min_iterations=2, patience=2)
-OTHER = dataclasses.replace(CFG, num_samples=16)
-HEAVY = dataclasses.replace(CFG, num_samples=2048, opt_steps=40, min_iterations=40)
+CFG = PlannerConfig(horizon=3, min_iterations=2, patience=2, max_iterations=6).with_every(samples=24, elites=4)
+OTHER = CFG.with_every(samples=16)
+HEAVY = dataclasses.replace(CFG, min_iterations=40, max_iterations=40).with_every(samples=2048)
 ACTION_DIM = tiny_model(seed=0).config.action_dim
 
 
@@ -29,7 +29,7 @@ def pixels(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
 
 
-def job(obs: int, goal: int, config: CEMConfig = CFG, seed: int = 0, init: bool = False,
+def job(obs: int, goal: int, config: PlannerConfig = CFG, seed: int = 0, init: bool = False,
         deadline: float | None = None) -> PlanInput:
     rng = np.random.default_rng(obs)
     init_mean = torch.from_numpy(rng.standard_normal((1, config.horizon, ACTION_DIM)).astype(np.float32)) if init else None
@@ -127,7 +127,7 @@ def test_max_batch_one_plans_every_request_alone(engine):
 
 
 def test_a_request_that_stops_early_is_answered_before_its_batch_ends(engine):
-    long = dataclasses.replace(CFG, num_samples=1024, opt_steps=40, min_iterations=40)
+    long = dataclasses.replace(CFG, min_iterations=40, max_iterations=40).with_every(samples=1024)
     inputs = [job(1, 2, long, deadline=time.monotonic() + 0.3), job(3, 4, long)]
     with scheduler(engine, max_batch=8) as s:
         early, late = asyncio.run(submit_together(s, inputs))

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
-from planning import CEMConfig
+from planning import PlannerConfig
 from planning.config import Objective
 from server.schemas import PlannerOverrides
 from server.settings import Settings
@@ -53,6 +53,6 @@ def test_api_key_is_not_shown_in_repr():
 
 
 def test_planner_overrides_track_the_planner_config():
-    assert set(PlannerOverrides.model_fields) <= set(CEMConfig.field_names())
+    assert set(PlannerOverrides.model_fields) <= set(PlannerConfig.field_names())
     objective = PlannerOverrides.model_fields["objective"].annotation
     assert set(typing.get_args(typing.get_args(objective)[0])) == set(typing.get_args(Objective))

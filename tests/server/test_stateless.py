@@ -4,6 +4,9 @@ processes serving the same model, and is validated like any input."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -14,7 +17,9 @@ import pytest
 from client_examples.client import PlanningClient
 from models.testing import save_tiny_model
 from server import tokens
-from server.tokens import TokenCodec
+from planning import PlannerConfig
+from server.planner import PlannerLimits
+from server.tokens import MPCState, TokenCodec
 from tests.server.conftest import ACTION_BOUND, GOAL_PROPRIO, PROPRIO, frame, running_server, settings_for
 
 MSGPACK = {"Content-Type": "application/msgpack"}
@@ -126,11 +131,16 @@ def test_a_token_from_another_model_or_secret_is_refused(server_url, model_path,
         assert error(post(url, "/replan", step)) == (422, "mpc_state.invalid", "mpc_state")
 
 
+def codec_for(max_age_s):
+    return TokenCodec("m" * 32, None, 65536, max_age_s, PlannerConfig(), PlannerLimits({}))
+
+
 def test_codec_refuses_other_versions_and_old_tokens(monkeypatch):
-    codec = TokenCodec("m" * 32, None, 65536, max_age_s=60)
-    token = codec.issue({"horizon": 2}, "g" * 32, np.zeros((2, 3), np.float32))
+    codec = codec_for(60)
+    config = PlannerConfig(horizon=2, method="icem").updated({"icem": {"samples": 50}})
+    token = codec.issue(MPCState(config, "g" * 32, np.zeros((2, 3), np.float32)))
     state = codec.read(token)
-    assert state.plan.shape == (2, 3) and state.goal_id == "g" * 32 and state.config == {"horizon": 2}
+    assert state.plan.shape == (2, 3) and state.goal_id == "g" * 32 and state.config == config
     monkeypatch.setattr(tokens, "VERSION", 2)
     with pytest.raises(tokens.ApiError) as info:
         codec.read(token)
@@ -140,6 +150,18 @@ def test_codec_refuses_other_versions_and_old_tokens(monkeypatch):
     with pytest.raises(tokens.ApiError) as info:
         codec.read(token)
     assert info.value.code == "mpc_state.expired"
-    nan = codec.issue({"horizon": 2}, "g" * 32, np.full((2, 3), np.nan, np.float32))
+    nan = codec.issue(MPCState(config, "g" * 32, np.full((2, 3), np.nan, np.float32)))
     with pytest.raises(tokens.ApiError):
-        TokenCodec("m" * 32, None, 65536, max_age_s=0).read(nan)
+        codec_for(0).read(nan)
+
+
+def test_a_token_of_the_previous_release_with_flat_planner_names_still_reads():
+    codec = codec_for(60)
+    data = {"v": tokens.VERSION, "model": "m" * 32, "goal": "g" * 32, "shape": [2, 3], "t": time.time(),
+            "plan": np.zeros((2, 3), np.float32).tobytes(),
+            "cfg": {"method": "icem", "horizon": 2, "num_samples": 40, "topk": 4, "opt_steps": 6, "icem_beta": 1.0}}
+    payload = msgpack.packb(data, use_bin_type=True)
+    token = base64.urlsafe_b64encode(payload + hmac.new(codec._key, payload, hashlib.sha256).digest()[:16])
+    state = codec.read(token.decode().rstrip("="))
+    assert state.config.max_iterations == 6 and state.config.solver().samples == 40
+    assert state.config.solver().elites == 4 and state.config.solver().beta == 1.0

@@ -165,7 +165,7 @@ def post(url: str, payload, path="/plan", content_type="application/msgpack", **
         (body(planner={"objective": "mean"}), "request.invalid", "planner.objective"),
         (body(planner={"num_samples": 1_000_000}), "planner.out_of_bounds", "planner.num_samples"),
         (body(planner={"horizon": 33}), "planner.out_of_bounds", "planner.horizon"),
-        (body(planner={"opt_steps": 101}), "planner.out_of_bounds", "planner.opt_steps"),
+        (body(planner={"opt_steps": 101}), "planner.out_of_bounds", "planner.max_iterations"),
         (body(planner={"var_scale": 11.0}), "planner.out_of_bounds", "planner.var_scale"),
         (body(planner={"num_samples": 8, "topk": 9}), "planner.invalid", "planner.topk"),
         ([1, 2, 3], "request.invalid", None),

@@ -4,7 +4,7 @@ import pytest
 
 from envs.episodes import wall_episodes
 from models import DEFAULT_MODEL_PATH, load_model
-from planning import CEMConfig
+from planning import PlannerConfig
 from planning.local import LocalClient
 
 
@@ -23,6 +23,6 @@ def test_default_model_is_shipped_with_train_split_statistics(model):
 
 def test_default_model_reaches_near_goals_in_closed_loop(model):
     # The example client's loop (envs.episodes over wm_client.ControlLoop), planning in-process.
-    client = LocalClient(model, CEMConfig.cpu_preset())
+    client = LocalClient(model, PlannerConfig.cpu_preset())
     results = list(wall_episodes(client, 3, seed=123, goals="near"))  # budget 10 model steps
     assert sum(r.success for r in results) >= 2, [(r.success, r.final_state.tolist()) for r in results]
