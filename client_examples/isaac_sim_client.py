@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--model-steps", type=int, default=50)
     ap.add_argument("--execute", type=int, default=1, help="model steps executed between replans")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--planner", type=json.loads, help='CEM overrides as JSON, e.g. \'{"num_samples": 200}\'')
+    ap.add_argument("--planner", type=json.loads, help='planner settings as JSON, e.g. \'{"method": "icem", "icem": {"samples": 200}}\'')
     ap.add_argument("--json", action="store_true", help="send JSON instead of msgpack")
     ap.add_argument("--headless", action=argparse.BooleanOptionalAction, default=True)
     return ap.parse_args(argv)

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=int, default=10, help="model steps per episode")
     ap.add_argument("--execute", type=int, default=1, help="model steps executed between replans")
     ap.add_argument("--dataset", help="draw starts and actions from this dataset (needs states.npy)")
-    ap.add_argument("--planner", type=json.loads, help='CEM overrides as JSON, e.g. \'{"num_samples": 200}\'')
+    ap.add_argument("--planner", type=json.loads, help='planner settings as JSON, e.g. \'{"method": "icem", "icem": {"samples": 200}}\'')
     ap.add_argument("--max-step", type=float, default=DEFAULT_MAX_STEP, help="the data's action bound (table px)")
     ap.add_argument("--json", action="store_true", help="send JSON bodies instead of msgpack")
     args = ap.parse_args(argv)

@@ -1,7 +1,7 @@
 """Evaluation episodes on the built-in environments, driven by the one MPC loop, ``wm_client.ControlLoop``.
 
     from envs.episodes import run_episode, wall_episodes, wall_summary
-    from wm_client import PlanningClient            # or planning.local.LocalClient (no server)
+    from wm_client import PlanningClient            # or server.local.LocalClient (no server)
 
     with PlanningClient("http://127.0.0.1:8000") as client:
         results = list(wall_episodes(client, episodes=10, seed=0, goals="near"))
@@ -13,7 +13,7 @@ replans warm with the steps executed, and stops when ``success(state, goal)``
 holds (checked after every model step) or the budget of model steps is spent.
 
 ``client`` is anything with ``wm_client.PlanningClient``'s calls: the HTTP
-client (the example clients, a real server) or ``planning.local.LocalClient``
+client (the example clients, a real server) or ``server.local.LocalClient``
 (benchmarks, the trainer's planning check), so every evaluation runs the same
 loop. This module needs numpy and ``wm_client`` (clients/python), never torch:
 the example clients import it in a simulator's Python. It lives with the

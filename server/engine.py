@@ -198,7 +198,7 @@ class Engine:
         model_path = Path(path if path is not None else DEFAULT_MODEL_PATH)
         model_id = model_identity(str(model_path))
         graph = load_subgoals(subgoals, model_path, model_id)
-        base = dataclasses.replace(PlannerConfig.for_model(model, dev.type), **(planner or {}))
+        base = PlannerConfig.for_model(model, dev.type).updated(planner or {})
         if base.subgoals and graph is None:
             raise ValueError(f"planner.subgoals is on by default but there is no subgoal graph (--subgoals "
                              f"{subgoals!r}, model {model_path}); build one with `python -m planning.subgoals build`")

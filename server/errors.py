@@ -56,7 +56,7 @@ _LOC_SOURCES = {"body", "path", "query", "header"}
 
 
 def field_path(loc: Sequence[Any]) -> str | None:
-    """Dotted path of a pydantic error location, e.g. ``planner.num_samples``."""
+    """Dotted path of a pydantic error location, e.g. ``planner.icem.samples``."""
     parts = [str(p) for p in loc]
     if parts and parts[0] in _LOC_SOURCES:
         parts = parts[1:]

@@ -291,12 +291,12 @@ class Scheduler:
         finally:
             self._step_started = None
         config = jobs[0].input.config
-        per_iteration = self.engine.plan_gflop(config) / config.opt_steps  # one iteration of one request
+        per_iteration = self.engine.plan_gflop(config) / config.max_iterations  # one iteration of one request
         self._last_batch = len(jobs)
         self.stats.batches += 1
         self.stats.batched_requests += len(jobs)
         with self._cond:
-            self._running.append(_Running(jobs, run, per_iteration, config.opt_steps,
+            self._running.append(_Running(jobs, run, per_iteration, config.max_iterations,
                                           [False] * len(jobs), [False] * len(jobs)))
 
     def _pick(self) -> _Running | None:

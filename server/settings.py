@@ -3,8 +3,8 @@
 ``python -m server --help`` lists every field as a flag (``--max-sessions``);
 each also reads from the environment (``WM_MAX_SESSIONS``). Flags win over
 environment variables, which win over the defaults below. Nested planner
-defaults take JSON or dotted flags: ``WM_PLANNER='{"num_samples": 100}'`` or
-``--planner.num-samples 100``.
+defaults take JSON or dotted flags: ``WM_PLANNER='{"icem": {"samples": 100}}'`` or
+``--planner.icem.samples 100``.
 """
 
 from __future__ import annotations

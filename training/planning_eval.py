@@ -18,7 +18,7 @@ rows.
 Environments come from one small registry (`SUITES`), keyed by the dataset's
 meta.json `env`: each entry runs its tasks (envs/tasks.py) with the project's
 one episode runner (envs.episodes, on wm_client.ControlLoop) against an
-in-process `planning.local.LocalClient`, which plans as the server does with
+in-process `server.local.LocalClient`, which plans as the server does with
 the model's serving defaults; the trainer has no env-specific code.
 """
 
@@ -129,7 +129,7 @@ def evaluate(model: Any, cfg: PlanningEvalConfig, env: str) -> PlanningEvalResul
     same tasks. No episode starts after `cfg.max_seconds`; the first always runs.
     Torch's global RNG is left as it was (a resumed training run stays exact).
     """
-    from planning.local import LocalClient
+    from server.local import LocalClient
 
     check(env, cfg)
     s = suite(env)
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", default=d.tasks, help="task kind (wall: near|far; pusht: near)")
     ap.add_argument("--budget", type=int, help="model steps per episode (default: the task kind's)")
     ap.add_argument("--execute", type=int, default=d.execute, help="model steps executed between replans")
-    ap.add_argument("--planner", type=json.loads, default={}, help='planner overrides as JSON, e.g. \'{"opt_steps": 10}\'')
+    ap.add_argument("--planner", type=json.loads, default={}, help='planner overrides as JSON, e.g. \'{"max_iterations": 10}\'')
     ap.add_argument("--max-seconds", type=float, default=3600.0,
                     help="per model: no episode starts after this many seconds (default 3600)")
     args = ap.parse_args(argv)

@@ -15,7 +15,7 @@ from envs.tasks import Task, wall_tasks
 from models import load_model
 from models.testing import tiny_model
 from planning import PlannerConfig
-from planning.local import LocalClient
+from server.local import LocalClient
 from tests.server.conftest import FAST_PLANNER, model_path, server_url  # noqa: F401
 from wm_client import LoopConfig, PlanningClient
 

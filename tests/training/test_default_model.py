@@ -5,7 +5,7 @@ import pytest
 from envs.episodes import wall_episodes
 from models import DEFAULT_MODEL_PATH, load_model
 from planning import PlannerConfig
-from planning.local import LocalClient
+from server.local import LocalClient
 
 
 @pytest.fixture(scope="module")

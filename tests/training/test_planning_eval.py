@@ -244,9 +244,9 @@ def test_monitor_plots_and_reports_planning_success(tmp_path):
 
 
 def test_the_evaluation_is_the_shared_episode_runner_on_a_local_client(dataset):
-    """One control loop: the evaluator's numbers are envs.episodes' on planning.local.LocalClient."""
+    """One control loop: the evaluator's numbers are envs.episodes' on server.local.LocalClient."""
     from envs.episodes import wall_episodes, wall_summary
-    from planning.local import LocalClient
+    from server.local import LocalClient
 
     model = tiny_model(dataset)
     cfg = replace(EVAL, episodes=3)

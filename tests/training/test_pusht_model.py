@@ -25,7 +25,7 @@ def test_pusht_model_is_shipped_small_with_train_split_statistics(model):
 def test_pusht_model_solves_some_of_dino_wm_protocol_tasks_through_the_one_loop(model):
     pytest.importorskip("gym_pusht")
     from envs.episodes import pusht_episodes
-    from planning.local import LocalClient
+    from server.local import LocalClient
 
     # Holding still solves none of these tasks (they are redrawn when solved at the start).
     results = list(pusht_episodes(LocalClient(model), 5, seed=0))

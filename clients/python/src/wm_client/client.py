@@ -128,9 +128,11 @@ class PlanningClient:
     ) -> dict[str, Any]:
         """Plan cold towards ``goal``; the reply's ``session_id`` is for ``replan``.
 
-        ``planner`` overrides CEM settings (horizon, num_samples, topk,
-        opt_steps, var_scale, objective, alpha, min_iterations, patience,
-        min_improvement) within the server's limits.
+        ``planner`` overrides the server's planner settings within its limits:
+        the driver's at the top level (method, horizon, max_iterations,
+        objective, alpha, min_iterations, patience, min_improvement) and each
+        solver's in its own mapping, e.g. ``{"method": "icem", "icem":
+        {"samples": 150}}`` (the server's /openapi.json lists them all).
         """
         body: dict[str, Any] = {
             "obs": self.encode_image(obs, color_order),

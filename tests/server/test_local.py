@@ -10,13 +10,13 @@ import torch
 
 from models import load_model
 from models.testing import tiny_model
-from planning import PlannerConfig, MPCSession, plan
-from planning.local import LocalClient
+from planning import PlannerConfig, plan, warm_start
+from server.local import LocalClient
 from tests.server.conftest import FAST_PLANNER, GOAL_PROPRIO, PROPRIO, frame, model_path, server_url  # noqa: F401
 from wm_client import ControlLoop, LoopConfig, PlanningClient, PlanningError
 
 BOUND = 3.0
-CFG = dataclasses.replace(PlannerConfig.cpu_preset(), **FAST_PLANNER)
+CFG = PlannerConfig.cpu_preset().updated(FAST_PLANNER)
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +25,19 @@ def model():
 
 
 def direct(model, obs, proprio, cfg, seed, session, executed=None, goal=None):
-    """planning.plan by hand, as the server does it: the reference LocalClient must equal."""
+    """planning.plan by hand, as the server does it: the reference LocalClient must equal.
+    session: (goal latent, last result) of the episode, or None to start one."""
     with torch.inference_mode():
         z_obs = model.encode_observation(torch.from_numpy(obs)[None], torch.tensor([proprio]))
         if session is None:
             z_goal = model.encode_observation(torch.from_numpy(goal)[None], torch.tensor([GOAL_PROPRIO]))
-            session = MPCSession(goal=z_goal, config=cfg)
-        init = None if executed is None else session.init_mean(executed)
-        elites = None if executed is None else session.init_elites(executed)
-        (result,) = plan(model, z_obs, session.goal, cfg, init_mean=init, seeds=[seed], init_elites=elites)
-        session.record(result)
-        return model.codec.to_env(result.actions).double().numpy(), result, session
+            init = elites = None
+        else:
+            z_goal, last = session
+            init = warm_start(last.actions, executed, cfg.horizon)[None]
+            elites = None if last.elites is None else warm_start(last.elites, executed, cfg.horizon)[None]
+        (result,) = plan(model, z_obs, z_goal, cfg, init_mean=init, seeds=[seed], init_elites=elites)
+        return model.codec.to_env(result.actions).double().numpy(), result, (z_goal, result)
 
 
 @pytest.mark.parametrize("method", ["cem", "icem"])
@@ -61,7 +63,16 @@ def test_a_fixed_seed_gives_the_actions_of_planning_plan_cold_and_warm(model, me
         assert reply["warm_start"] is True and reply["session_id"] == sid
         np.testing.assert_allclose(np.asarray(reply["actions"]), expected, rtol=1e-6, atol=1e-6)
     if method == "icem":
-        assert client.sessions[sid].elites is not None
+        assert client.sessions.get(sid).state.elites is not None
+
+
+def test_stateless_replans_with_mpc_state_tokens_equal_session_replans(model):
+    client = LocalClient(model, CFG)
+    first = client.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, seed=7)
+    by_session = client.replan(first["session_id"], frame(3), PROPRIO, executed_steps=1, seed=8)
+    by_token = client.replan(None, frame(3), PROPRIO, executed_steps=1, seed=8, mpc_state=first["mpc_state"])
+    assert by_token["session_id"] is None and by_token["mpc_state"]
+    np.testing.assert_array_equal(by_token["actions"], by_session["actions"])
 
 
 def test_replies_equal_the_servers_for_the_same_artifact_and_seeds(model_path, server_url):  # noqa: F811
@@ -103,7 +114,7 @@ def test_control_loop_runs_unchanged_and_executes_the_replies_actions(model):
     executed = np.concatenate([np.asarray(r["actions"])[: 2 * fs] for r in client.replies])
     np.testing.assert_array_equal(np.stack(robot.applied), executed)
     loop.close()
-    assert client.sessions == {}  # close() deleted the session
+    assert len(client.sessions) == 0  # close() deleted the session
 
 
 def test_errors_carry_the_servers_codes(model):
@@ -113,7 +124,7 @@ def test_errors_carry_the_servers_codes(model):
         "replan.executed_steps_out_of_range": lambda: client.replan(first, frame(3), PROPRIO, CFG.horizon + 1),
         "proprio.wrong_length": lambda: client.replan(first, frame(3), [1.0]),
         "proprio.missing": lambda: client.plan(frame(1), frame(2), None, GOAL_PROPRIO),
-        "planner.invalid": lambda: client.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, planner={"topk": 0}),
+        "planner.invalid": lambda: client.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, planner={"cem": {"elites": 0}}),
         "planner.subgoals_unavailable": lambda: client.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO,
                                                             planner={"subgoals": True}),  # not silently ignored
         "image.bad_shape": lambda: client.replan(first, np.zeros((4, 4)), PROPRIO),
@@ -135,4 +146,4 @@ def test_health_describes_the_model_and_planner_overrides_apply(model):
     health = client.wait_ready()
     assert health["status"] == "ok" and health["model"]["frameskip"] == model.config.frameskip
     reply = client.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, seed=0, planner={**FAST_PLANNER, "horizon": 3})
-    assert reply["horizon"] == 3 and reply["iterations"] <= FAST_PLANNER["opt_steps"]
+    assert reply["horizon"] == 3 and reply["iterations"] <= FAST_PLANNER["max_iterations"]
