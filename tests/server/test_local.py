@@ -127,7 +127,7 @@ def test_errors_carry_the_servers_codes(model):
         "planner.invalid": lambda: client.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, planner={"cem": {"elites": 0}}),
         "planner.subgoals_unavailable": lambda: client.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO,
                                                             planner={"subgoals": True}),  # not silently ignored
-        "image.bad_shape": lambda: client.replan(first, np.zeros((4, 4)), PROPRIO),
+        "image.grayscale": lambda: client.replan(first, np.zeros((4, 4)), PROPRIO),  # the server's own code
         "image.float_out_of_range": lambda: client.replan(first, frame(3) * 2.0, PROPRIO),
     }
     for code, call in cases.items():
