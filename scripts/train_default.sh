@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the shipped default model (models/default/wall.pt) from scratch:
 # collect the wall dataset, train, and copy the best model into place.
-# Wall time on the 2-core CPU it was made on: see README ("The default model").
+# Wall time on the 2-core CPU it was made on: see docs/training.md ("The default wall model").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

@@ -2,7 +2,7 @@
 # Reproduce the shipped PushT model (models/default/pusht.pt) from scratch:
 # collect gym-pusht data, train, and copy the best model into place.
 # Needs the pusht extra (make setup installs it). Wall time on the 2-core CPU
-# it was made on: see README ("PushT").
+# it was made on: see docs/training.md ("The PushT model").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

@@ -18,7 +18,7 @@ def test_pusht_model_is_shipped_small_with_train_split_statistics(model):
     assert PUSHT.stat().st_size < 5 * 2**20  # small enough to commit
     assert model.stats.provenance["split"] == "train"
     assert model.config.frameskip == 5 and model.config.raw_action_dim == 2
-    assert model.metadata["planner"]["objective"] == "all"  # `last` reached 20% against 70% (README)
+    assert model.metadata["planner"]["objective"] == "all"  # `last` reached 20% against 70% (docs/benchmarks.md)
     assert all(not m.training for m in model.modules())
 
 
