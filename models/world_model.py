@@ -78,7 +78,7 @@ class WorldModel(nn.Module):
     def planner_recommendation(self) -> dict[str, Any]:
         """Planner settings the model's trainer (or its importer) recommends: the artifact's
         metadata "planner" (e.g. objective "all", alpha 10; a solver `method`). Validated by
-        `planning.CEMConfig.for_model`, which puts them over the device preset."""
+        `planning.PlannerConfig.for_model`, which puts them over the device preset."""
         recommended = self.metadata.get("planner") or {}
         if not isinstance(recommended, dict):
             raise ValueError(f"model metadata 'planner' must be a mapping of planner settings, not {recommended!r}")

@@ -166,11 +166,13 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"planner.{exc}") from None
         sent = paths_of(self.planner.model_dump(exclude_none=True))
-        for path, limit in self.limits().items():
-            value = config.get(path)
-            if path in sent and value is not None and value > limit:
-                raise ValueError(f"planner.{path}={value} exceeds this server's limit of {limit:g}; raise the limit "
-                                 "or lower the default")
+        for path, f in PlannerConfig.declared():
+            limit, value = f.metadata["limit"], config.get(path)
+            bound = getattr(self, limit) if isinstance(limit, str) else limit
+            if path in sent and limit is not None and value is not None and value > bound:
+                name = limit if isinstance(limit, str) else "this server's limit"
+                raise ValueError(f"planner.{path}={value} exceeds {name}={bound:g}; raise the limit or lower the "
+                                 "default")
         return self
 
     def limits(self) -> dict[str, int | float]:

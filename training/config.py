@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ class PlanningEvalConfig:
         near 10, far 40; PushT 10).
     execute: model steps executed between replans.
     planner: planner settings over the model's serving defaults
-        (CEMConfig.for_model: the device preset plus the config's `planner`);
+        (PlannerConfig.for_model: the device preset plus the config's `planner`);
         fewer samples or iterations make the check cheaper.
     max_seconds: bound on one evaluation: no further episode starts once this
         much time is spent (at least one episode always runs); the number of
@@ -81,10 +81,10 @@ class PlanningEvalConfig:
             raise ValueError(f"planning_eval.budget={self.budget}: must be >= 1 model step, or null for the default")
         if not (isinstance(self.max_seconds, (int, float)) and self.max_seconds > 0 and math.isfinite(self.max_seconds)):
             raise ValueError(f"planning_eval.max_seconds={self.max_seconds!r}: must be a finite number of seconds > 0")
-        from planning import CEMConfig  # overrides are validated now, not after an hour of training
+        from planning import PlannerConfig  # overrides are validated now, not after an hour of training
 
         try:  # over the CPU preset, where the trainer plans
-            replace(CEMConfig.cpu_preset(), **self.planner)
+            PlannerConfig.cpu_preset().updated(self.planner)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"planning_eval.planner={self.planner}: {exc}") from None
 
@@ -168,7 +168,7 @@ class TrainConfig:
     encoder: PhaseConfig = field(default_factory=PhaseConfig)
     predictor: PhaseConfig = field(default_factory=PhaseConfig)
     # CEM settings recommended for planning with this model, stored in the
-    # artifact's metadata and used as the server's defaults (CEMConfig.for_model).
+    # artifact's metadata and used as the server's defaults (PlannerConfig.for_model).
     planner: dict[str, Any] = field(default_factory=dict)
     planning_eval: PlanningEvalConfig = field(default_factory=PlanningEvalConfig)
 
@@ -182,11 +182,11 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         data = dict(_strict(cls, data, "train config"))
         data["model"] = WorldModelConfig.from_dict(data.get("model", {}))
-        from planning import CEMConfig  # validate the recommendation now, not at serving time
+        from planning import PlannerConfig  # validate the recommendation now, not at serving time
 
         try:
-            CEMConfig(**data.get("planner", {}))
-        except TypeError as exc:
+            PlannerConfig().updated(data.get("planner", {}))
+        except ValueError as exc:
             raise ValueError(f"planner: {exc}") from None
         for phase in ("encoder", "predictor"):
             data[phase] = PhaseConfig(**_strict(PhaseConfig, data.get(phase, {}), f"{phase} phase"))

@@ -77,7 +77,7 @@ def test_serves_a_model_and_stops_on_sigterm(model_path):
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "server", "--model", str(model_path), "--port", str(port),
-         "--torch-threads", "1", "--device", "cpu", "--planner.num-samples", "16", "--planner.topk", "4"],
+         "--torch-threads", "1", "--device", "cpu", "--planner.cem.samples", "16", "--planner.cem.elites", "4"],
         cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -86,7 +86,7 @@ def test_serves_a_model_and_stops_on_sigterm(model_path):
             assert health["model"]["name"] == "tiny-random"
             reply = c.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, seed=0)
             assert len(reply["actions"]) == reply["horizon"] * reply["frameskip"]
-            assert c.stats()["planner_defaults"]["num_samples"] == 16
+            assert c.stats()["planner_defaults"]["cem"]["samples"] == 16
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
@@ -110,7 +110,7 @@ def test_sigterm_during_a_long_plan_exits_within_the_grace_period(model_path):
         with PlanningClient(f"http://127.0.0.1:{port}", timeout=120) as c:
             try:  # thousands of iterations: minutes if nothing stopped it
                 outcome["reply"] = c.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, seed=0,
-                                          planner={"num_samples": 4096, "opt_steps": 100, "min_iterations": 100,
+                                          planner={"cem": {"samples": 4096}, "max_iterations": 100, "min_iterations": 100,
                                                    "horizon": 32})
             except Exception as exc:  # noqa: BLE001 - any outcome but a hang will do
                 outcome["error"] = exc

@@ -50,7 +50,7 @@ def test_health_answers_while_a_long_plan_runs(server_url):
         with PlanningClient(server_url) as c:
             result["reply"] = c.plan(
                 frame(1), frame(2), PROPRIO, GOAL_PROPRIO, seed=0, deadline_ms=1500,
-                planner={"num_samples": 2048, "topk": 8, "opt_steps": 100, "min_iterations": 100},
+                planner={"cem": {"samples": 2048, "elites": 8}, "max_iterations": 100, "min_iterations": 100},
             )
 
     thread = threading.Thread(target=long_plan)

@@ -159,16 +159,16 @@ def test_an_unexpected_failure_is_a_500_in_the_clients_format_and_keeps_the_conn
 
 def test_a_plan_over_the_cost_limit_names_the_setting_to_lower(tight_url):
     with PlanningClient(tight_url, api_key=API_KEY) as c, pytest.raises(PlanningError) as info:
-        c.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, planner={"num_samples": 4096, "opt_steps": 100})
+        c.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, planner={"cem": {"samples": 4096}, "max_iterations": 100})
     e = info.value
-    assert (e.status, e.code, e.field) == (422, "planner.too_expensive", "planner.num_samples")
-    assert "GFLOP" in e.message and "lower planner.num_samples" in e.message
+    assert (e.status, e.code, e.field) == (422, "planner.too_expensive", "planner.cem.samples")
+    assert "GFLOP" in e.message and "lower planner.cem.samples" in e.message
 
 
 def test_work_beyond_the_queue_budget_is_refused_with_retry_after(model_path):
     # Budget: 50 default plans (24 samples x 4 iterations). The heavy plan costs ~1000 of them and
     # is admitted because the server is idle; until it has nearly finished, more work is refused.
-    heavy = {"num_samples": 1024, "topk": 4, "opt_steps": 100, "min_iterations": 100}
+    heavy = {"cem": {"samples": 1024, "elites": 4}, "max_iterations": 100, "min_iterations": 100}
     out: dict[str, object] = {}
     settings = settings_for(model_path, max_plan_cost=2000.0, max_queued_cost=50.0)
     with running_server(settings) as url:

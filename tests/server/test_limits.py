@@ -72,11 +72,11 @@ def test_auth_is_checked_before_the_body(strict_url):
 
 def test_planner_overrides_are_bounded_by_this_servers_limits(strict):
     with pytest.raises(PlanningError) as info:
-        strict.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, planner={"num_samples": 65, "topk": 2})
+        strict.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, planner={"cem": {"samples": 65, "elites": 2}})
     assert (info.value.status, info.value.code, info.value.field) == (
-        422, "planner.out_of_bounds", "planner.num_samples")
+        422, "planner.out_of_bounds", "planner.cem.samples")
     assert "64" in info.value.message
-    reply = strict.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, planner={"num_samples": 64})
+    reply = strict.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, planner={"cem": {"samples": 64}})
     assert reply["stop_reason"] in {"converged", "max_iterations"}
 
 

@@ -43,8 +43,8 @@ def test_stats_after_plans(c):
     provenance = stats["model"]["stats_provenance"]
     assert provenance["split"] == "train" and provenance["dataset"] == "synthetic"
     assert stats["device"]["kind"] == "cpu" and stats["device"]["rss_bytes"] > 0
-    assert stats["planner_defaults"]["num_samples"] == 24  # FAST_PLANNER over the CPU preset
-    assert stats["limits"]["num_samples"] == 4096
+    assert stats["planner_defaults"]["cem"]["samples"] == 24  # FAST_PLANNER over the CPU preset
+    assert stats["limits"]["cem.samples"] == stats["limits"]["icem.samples"] == 4096
     assert stats["uptime_s"] > 0
 
 

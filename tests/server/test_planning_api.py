@@ -123,7 +123,7 @@ def test_other_sizes_are_resized_with_a_warning(mp_client):
 def test_planner_overrides_apply(mp_client):
     reply = mp_client.plan(
         frame(1), frame(2), PROPRIO, GOAL_PROPRIO, seed=0,
-        planner={"horizon": 3, "num_samples": 16, "topk": 2, "opt_steps": 3, "min_iterations": 3},
+        planner={"horizon": 3, "cem": {"samples": 16, "elites": 2}, "max_iterations": 3, "min_iterations": 3},
     )
     assert reply["horizon"] == 3 and len(reply["actions"]) == 3 * reply["frameskip"]
     assert reply["iterations"] == 3 and reply["stop_reason"] == "max_iterations"
@@ -132,7 +132,7 @@ def test_planner_overrides_apply(mp_client):
 def test_early_stop_reports_converged(mp_client):
     reply = mp_client.plan(
         frame(1), frame(2), PROPRIO, GOAL_PROPRIO, seed=0,
-        planner={"opt_steps": 30, "min_iterations": 2, "patience": 1, "min_improvement": 10.0},
+        planner={"max_iterations": 30, "min_iterations": 2, "patience": 1, "min_improvement": 10.0},
     )
     assert reply["stop_reason"] == "converged" and reply["iterations"] == 2
 
@@ -155,7 +155,7 @@ def test_random_seed_is_reported_and_reproduces_the_plan(mp_client):
 def test_deadline_stops_planning_early(mp_client):
     reply = mp_client.plan(
         frame(1), frame(2), PROPRIO, GOAL_PROPRIO, seed=0, deadline_ms=400,
-        planner={"num_samples": 2048, "opt_steps": 100, "min_iterations": 100},
+        planner={"cem": {"samples": 2048}, "max_iterations": 100, "min_iterations": 100},
     )
     assert reply["stop_reason"] == "deadline" and 1 <= reply["iterations"] < 100
 
@@ -181,7 +181,7 @@ def test_delete_session(mp_client):
 
 @pytest.mark.parametrize("method", ["cem", "icem", "mppi", "gradient", "cem_gradient", "icem_gradient"])
 def test_a_request_chooses_its_solver(mp_client, method):
-    planner = {"method": method, "opt_steps": 4, "grad_iterations": 2, "grad_starts": 2}
+    planner = {"method": method, "max_iterations": 4, "gradient": {"starts": 2}, method: {"gradient_iterations": 2}}
     before = mp_client.stats()["planner"]["by_method"].get(method, {"plans": 0})["plans"]
     reply = mp_client.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, seed=0, planner=planner)
     assert reply["method"] == method and reply["iterations"] >= 1 and np.isfinite(reply["loss"])

@@ -5,11 +5,11 @@ from __future__ import annotations
 import typing
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_settings import CliApp
 
 from planning import PlannerConfig
-from planning.config import Objective
+from planning.config import legacy_names
 from server.schemas import PlannerOverrides
 from server.settings import Settings
 
@@ -28,7 +28,14 @@ def test_env_vars_are_read_and_flags_override_them(monkeypatch):
     s = CliApp.run(Settings, cli_args=["--port", "9002", "--planner.topk", "5", "--no-warmup"])
     assert s.port == 9002 and s.max_sessions == 7
     assert s.api_key is not None and s.api_key.get_secret_value() == "from-env"
-    assert s.planner.num_samples == 50 and s.planner.topk == 5 and s.warmup is False
+    assert s.planner.num_samples == 50 and s.planner.topk == 5 and s.warmup is False  # deprecated names
+
+
+def test_planner_defaults_take_each_solvers_section_from_env_and_flags(monkeypatch):
+    monkeypatch.setenv("WM_PLANNER", '{"method": "icem", "icem": {"samples": 50}}')
+    s = CliApp.run(Settings, cli_args=["--planner.icem.elites", "5", "--planner.max-iterations", "7"])
+    assert s.planner.method == "icem" and s.planner.max_iterations == 7
+    assert (s.planner.icem.samples, s.planner.icem.elites) == (50, 5)  # merged, setting by setting
 
 
 def test_unknown_flag_is_an_error():
@@ -52,7 +59,15 @@ def test_api_key_is_not_shown_in_repr():
     assert "s3cret" not in repr(Settings(api_key="s3cret"))
 
 
-def test_planner_overrides_track_the_planner_config():
-    assert set(PlannerOverrides.model_fields) <= set(PlannerConfig.field_names())
+def test_the_wire_schema_is_every_declared_setting_and_every_deprecated_name():
+    wire = set()
+    for name, f in PlannerOverrides.model_fields.items():
+        inner = typing.get_args(f.annotation)[0]
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            wire |= {f"{name}.{sub}" for sub in inner.model_fields}
+        else:
+            wire.add(name)
+    declared = {path for path, f in PlannerConfig.declared() if f.metadata["wire"]}
+    assert wire == declared | set(legacy_names())
     objective = PlannerOverrides.model_fields["objective"].annotation
-    assert set(typing.get_args(typing.get_args(objective)[0])) == set(typing.get_args(Objective))
+    assert set(typing.get_args(typing.get_args(objective)[0])) == {"last", "all"}

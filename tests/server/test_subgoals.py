@@ -18,7 +18,7 @@ from server.engine import load_subgoals
 from server.tokens import model_identity
 from tests.server.conftest import running_server, settings_for
 
-PLANNER = {"num_samples": 24, "topk": 4, "opt_steps": 3, "min_iterations": 1, "patience": 1}
+PLANNER = {"cem": {"samples": 24, "elites": 4}, "max_iterations": 3, "min_iterations": 1, "patience": 1}
 ON = {"subgoals": True}
 
 
