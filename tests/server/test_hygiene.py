@@ -146,7 +146,7 @@ def test_an_unexpected_failure_is_a_500_in_the_clients_format_and_keeps_the_conn
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(service, "_response", broken)
+    monkeypatch.setattr(service.PlanningService, "_reply", broken)
     with httpx.Client(base_url=server_url) as c:
         r = c.post("/plan", content=_body(), headers=MSGPACK)
         assert r.status_code == 500 and r.headers["content-type"] == "application/msgpack"

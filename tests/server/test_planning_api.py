@@ -181,7 +181,9 @@ def test_delete_session(mp_client):
 
 @pytest.mark.parametrize("method", ["cem", "icem", "mppi", "gradient", "cem_gradient", "icem_gradient"])
 def test_a_request_chooses_its_solver(mp_client, method):
-    planner = {"method": method, "max_iterations": 4, "gradient": {"starts": 2}, method: {"gradient_iterations": 2}}
+    planner = {"method": method, "max_iterations": 4, "gradient": {"starts": 2}}
+    if method.endswith("_gradient"):
+        planner[method] = {"gradient_iterations": 2}
     before = mp_client.stats()["planner"]["by_method"].get(method, {"plans": 0})["plans"]
     reply = mp_client.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, seed=0, planner=planner)
     assert reply["method"] == method and reply["iterations"] >= 1 and np.isfinite(reply["loss"])

@@ -78,7 +78,7 @@ def test_batched_plans_equal_plans_made_alone(engine):
         torch.testing.assert_close(done.result.actions, ref.result.actions, rtol=1e-5, atol=1e-6)
         assert done.result.loss_trace == pytest.approx(ref.result.loss_trace, rel=1e-5)
         assert (done.result.iterations, done.result.stop_reason) == (ref.result.iterations, ref.result.stop_reason)
-        assert done.actions.shape == (CFG.horizon * engine.frameskip, 2)
+        assert done.actions.shape == (CFG.horizon * engine.info.frameskip, 2)
     assert [d.batch for d in batched] == [4, 4, 4, 1, 4]
     assert len({str(d.result.actions) for d in batched}) == len(inputs)  # the comparison can tell them apart
 

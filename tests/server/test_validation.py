@@ -172,7 +172,7 @@ def post(url: str, payload, path="/plan", content_type="application/msgpack", **
         (body(planner={"cem": {"samples": 8, "elites": 9}}), "planner.invalid", "planner.cem.elites"),
         (body(planner={"icem": {"keep_elites": 2.0}}), "planner.invalid", "planner.icem.keep_elites"),
         (body(planner={"icem": {"beta": "2"}}), "request.invalid", "planner.icem.beta"),
-        (body(planner={"icem": {"nope": 1}}), "request.invalid", "planner.icem.nope"),
+        (body(planner={"icem": {"nope": 1}}), "request.unknown_field", "planner.icem.nope"),
         (body(planner={"subgoal_hops": 0}), "planner.invalid", "planner.subgoal_hops"),
         (body(planner={"var_scale": 11.0}), "planner.out_of_bounds", "planner.var_scale"),
         (body(planner={"num_samples": 8, "topk": 9}), "planner.invalid", "planner.topk"),
