@@ -40,6 +40,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from models.artifact import model_identity  # noqa: F401 - server.engine imports it from here (for now)
 from server.errors import ApiError
 
 VERSION = 1
@@ -131,15 +132,6 @@ def goal_identity(model_id: str, pixels: np.ndarray, proprio: np.ndarray | None)
     h.update(np.ascontiguousarray(pixels).tobytes())
     if proprio is not None:
         h.update(np.ascontiguousarray(proprio, dtype=np.float32).tobytes())
-    return h.hexdigest()[:32]
-
-
-def model_identity(path: str) -> str:
-    """SHA-256 of the artifact's bytes (weights, config, statistics): one model, one identity."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
     return h.hexdigest()[:32]
 
 

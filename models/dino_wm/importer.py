@@ -34,7 +34,6 @@ Name mapping (DINO-WM -> this project), from DINO-WM's `models/vit.py` and
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
@@ -46,7 +45,7 @@ from typing import Any
 import torch
 import yaml
 
-from models.artifact import save_model
+from models.artifact import file_sha256, save_model
 from models.config import WorldModelConfig
 from models.dino_wm.checkpoint import (CheckpointError, PickledObject, children, class_path, load_checkpoint,
                                        module_state, state_dict)
@@ -298,14 +297,6 @@ def build_config(cfg: dict[str, Any], pred_arch: dict[str, int], action_w: torch
 
 
 # Import ----------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def import_run(run_dir: str | Path, stats: NormStats, out: str | Path, encoder_weights_path: str | Path | None = None,
                name: str | None = None, checkpoint: str | None = None, planner: str = "auto") -> WorldModel:
     """Convert a DINO-WM run into a model artifact at `out`; returns the eval-mode model written.
@@ -357,10 +348,10 @@ def import_run(run_dir: str | Path, stats: NormStats, out: str | Path, encoder_w
     model = model.eval().requires_grad_(False)
     metadata = {
         "source": "dino_wm", "run_dir": str(run_dir.resolve()), "run_config": str(cfg_path),
-        "checkpoint": str(ckpt_path.resolve()), "checkpoint_sha256": _sha256(ckpt_path),
+        "checkpoint": str(ckpt_path.resolve()), "checkpoint_sha256": file_sha256(ckpt_path),
         "epoch": ckpt.get("epoch") if isinstance(ckpt.get("epoch"), int) else None,
         "encoder_weights": enc_source,
-        "encoder_weights_sha256": _sha256(Path(enc_source)) if Path(enc_source).is_file() else None,
+        "encoder_weights_sha256": file_sha256(Path(enc_source)) if Path(enc_source).is_file() else None,
         "training": {k: _cfg(cfg, k, None) for k in ("img_size", "frameskip", "num_hist", "concat_dim",
                                                       "normalize_action", "action_emb_dim", "proprio_emb_dim")},
         "dataset": _cfg(cfg, "env.dataset", None),
