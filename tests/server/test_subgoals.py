@@ -13,10 +13,11 @@ from client_examples.client import PlanningClient, PlanningError
 from envs import WallEnv
 from envs.collect import CollectConfig, collect
 from models import DEFAULT_MODEL_PATH
-from planning.subgoals import SubgoalGraphError, main as subgoals_main
+from models.artifact import model_identity
+from planning.subgoals import SubgoalGraphError
 from server.engine import load_subgoals
-from server.tokens import model_identity
 from tests.server.conftest import running_server, settings_for
+from training.subgoals import main as subgoals_main
 
 PLANNER = {"num_samples": 24, "topk": 4, "opt_steps": 3, "min_iterations": 1, "patience": 1}
 ON = {"subgoals": True}
