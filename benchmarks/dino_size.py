@@ -195,7 +195,7 @@ def _free_port() -> int:
 def measure_server(path: Path, device: str, samples: int, iterations: int, threads: int,
                    timeout: float) -> dict[str, Any]:
     """Serve `path` with `python -m server` and time plans through HTTP."""
-    from client_examples.client import PlanningClient
+    from wm_client import PlanningClient
 
     port = _free_port()
     topk = max(1, samples // 10)

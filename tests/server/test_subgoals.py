@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client_examples.client import PlanningClient, PlanningError
 from envs import WallEnv
 from envs.collect import CollectConfig, collect
 from models import DEFAULT_MODEL_PATH
@@ -18,6 +17,7 @@ from planning.subgoals import SubgoalGraphError
 from server.engine import load_subgoals
 from tests.server.conftest import running_server, settings_for
 from training.subgoals import main as subgoals_main
+from wm_client import PlanningClient, PlanningError
 
 PLANNER = {"num_samples": 24, "topk": 4, "opt_steps": 3, "min_iterations": 1, "patience": 1}
 ON = {"subgoals": True}
