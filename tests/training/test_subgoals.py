@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from envs.dataset import Episode, load_dataset, write_dataset
 from models import DEFAULT_MODEL_PATH
