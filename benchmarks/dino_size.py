@@ -10,7 +10,7 @@ Two artifacts of DINO-WM's size (DINOv2 ViT-S/14 on 224 px frames resized to
 * "native": seeded random weights saved in this project's artifact format;
 * "imported": a DINO-WM-format run folder (hydra.yaml + a checkpoint pickled
   by DINO-WM-shaped classes, `tests/models/dino_wm_reference.py`, with its
-  DINOv2 hub-style weights), converted by `models.import_dino_wm` with
+  DINOv2 hub-style weights), converted by `models.dino_wm` with
   DINO-WM-loader statistics (`--stats-provenance dino-wm-loader`).
 
 For each, in-process on `--device` at `--dtype`: encode of one frame, one
@@ -67,7 +67,7 @@ def imported_artifact(cfg: WorldModelConfig, root: Path, seed: int = 0) -> Path:
     import pytest
     import yaml
 
-    from models.import_dino_wm import read_stats, import_run, stats_provenance
+    from models.dino_wm.importer import read_stats, import_run, stats_provenance
     from tests.models.dino_wm_reference import (DinoVisionTransformer, ProprioceptiveEmbedding, ViTPredictor,
                                                 randomize, register_published)
 
@@ -195,7 +195,7 @@ def _free_port() -> int:
 def measure_server(path: Path, device: str, samples: int, iterations: int, threads: int,
                    timeout: float) -> dict[str, Any]:
     """Serve `path` with `python -m server` and time plans through HTTP."""
-    from client_examples.client import PlanningClient
+    from wm_client import PlanningClient
 
     port = _free_port()
     topk = max(1, samples // 10)

@@ -6,7 +6,7 @@
     python -m benchmarks.dino_wm_peer --table docs/benchmarks/dino_wm_peer.json
 
 PATH is a checkout of DINO-WM's public repository (github.com/gaoyuezhou/dino_wm;
-the published planner settings in `models/dino_wm_published.py` are from commit
+the published planner settings in `models/dino_wm/published.py` are from commit
 0a9492f). Default: $DINO_WM, else `.peers/dino_wm` in this repository (git-ignored):
 
     git clone https://github.com/gaoyuezhou/dino_wm .peers/dino_wm
@@ -20,7 +20,7 @@ action and proprio encoders, seeded random weights, `concat_dim: 1`; the
 checkpoint `checkpoints/model_latest.pth` holds what `train.py` saves when the
 encoder is frozen and no decoder is trained (epoch, predictor, its AdamW
 optimiser, action and proprio encoders), beside a `hydra.yaml` built from its
-`conf/` files. `models.import_dino_wm` turns that run into an artifact of this
+`conf/` files. `models.dino_wm` turns that run into an artifact of this
 project. Then, on the same reachable problems (goal = the model's own rollout
 of a known action sequence, `benchmarks.common.reachable_problem`), each cell
 plans every problem, the cells interleaved per problem in a rotating order:
@@ -101,7 +101,7 @@ from benchmarks.dino_wm_run import (QUICK_SIZES, DinoWMRun, LatentGoalWM, LossLo
                                     missing_deps)
 from benchmarks.flops import encoder_flops, rollout_flops
 from models import Latent, WorldModel, load_model
-from models.import_dino_wm import import_run, read_stats
+from models.dino_wm.importer import import_run, read_stats
 from planning import CEMConfig, objective, plan
 
 

@@ -39,7 +39,7 @@ from PIL import Image
 
 from benchmarks.common import find_default_model, smooth_frames
 from benchmarks.server_load import Server
-from client_examples.client import PlanningClient, PlanningError
+from wm_client import PlanningClient, PlanningError
 
 # 24x the CPU preset's cost (5x the samples, 4.8x the iterations), under the default per-request limit of 25.
 HEAVY = {"num_samples": 500, "topk": 50, "opt_steps": 72, "min_iterations": 72}

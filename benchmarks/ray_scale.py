@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import ROOT, find_default_model, smooth_frames
-from client_examples.client import PlanningClient, PlanningError
+from wm_client import PlanningClient, PlanningError
 
 
 def _free_port() -> int:

@@ -46,7 +46,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.common import DEFAULT_THREADS, ROOT, default_arch, find_default_model, random_model, smooth_frames
-from client_examples.client import PlanningClient, PlanningError
+from wm_client import PlanningClient, PlanningError
 
 FRAME = 224
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}

@@ -47,7 +47,7 @@ import msgpack
 import numpy as np
 
 from benchmarks.common import ROOT, find_default_model, machine
-from client_examples.client import MSGPACK, PlanningClient, PlanningError
+from wm_client import MSGPACK, PlanningClient, PlanningError
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ once (see docs/isaac_sim.md):
         --goal goal.png --goal-proprio 0.1,0.2 --model-steps 50
 
 Everything Isaac-specific is in ``main`` and in the adapters it uses
-(``wm_client.isaac``: ``IsaacCamera``, ``TiledCameraSource``,
-``ArticulationRobot``, re-exported here); the loop itself
+(``wm_client.isaac``: ``IsaacCamera``, ``ArticulationRobot``; Isaac Lab's
+``TiledCameraSource`` is there too); the loop itself
 (``wm_client.control_loop``) knows nothing of Isaac and is tested with a fake
 camera and robot against a real server. The model's raw action is taken to be
 what the training data recorded for this robot: joint position targets
@@ -29,14 +29,14 @@ import numpy as np
 
 try:
     from wm_client import ControlLoop, ControlLoopError, LoopConfig, PlanningClient
-    from wm_client.isaac import ArticulationRobot, IsaacCamera, TiledCameraSource
+    from wm_client.isaac import ArticulationRobot, IsaacCamera
 except ModuleNotFoundError as exc:
     if exc.name != "wm_client" or __name__ != "__main__":
         raise
     sys.exit("wm_client is not installed in this Python; install it once with "
              "`./python.sh -m pip install /path/to/repo/clients/python` (docs/isaac_sim.md)")
 
-__all__ = ["ArticulationRobot", "IsaacCamera", "TiledCameraSource", "main"]
+__all__ = ["main"]
 
 log = logging.getLogger("isaac_sim_client")
 

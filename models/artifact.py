@@ -15,6 +15,7 @@ Writes are atomic (temp file + rename): a crash never leaves half a model.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -68,6 +69,22 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, 64 hex digits, read in 1 MiB blocks (checkpoints run to gigabytes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_identity(path: str | Path) -> str:
+    """An artifact's identity: the first 32 hex digits of its SHA-256 (config, weights and statistics
+    are all in the bytes). The server reports it; a subgoal graph records the one it was built with,
+    so a server can refuse another model's graph."""
+    return file_sha256(path)[:32]
 
 
 def read_artifact(path: str | Path) -> dict[str, Any]:

@@ -4,7 +4,9 @@ A short-horizon planner with a latent-distance objective walks straight at
 its goal; when an obstacle lies between (the wall task's wall), "straight"
 is a local optimum the horizon cannot see past. The training data knows
 better: its trajectories went round the obstacle. This graph is built once,
-offline, from the encoded dataset:
+offline, from the encoded dataset (training/subgoals.py:
+`python -m training.subgoals build`; this file holds the graph, `build_graph`
+over given latents, and the search, and reads no dataset):
 
   nodes  dataset frames every `stride` env steps (one model step apart when
          stride = frameskip), encoded by the model: Latent (N, P, Dv), (N, Ep)
@@ -32,11 +34,6 @@ The file is a dict of tensors and plain numbers, loaded with
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
-import logging
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,9 +44,7 @@ import torch
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
-from models import Latent, WorldModel
-
-log = logging.getLogger(__name__)
+from models import Latent
 
 FORMAT = "wm-subgoal-graph"
 FORMAT_VERSION = 1
@@ -251,7 +246,7 @@ class SubgoalGraph:
             raise SubgoalGraphError(f"{path}: not a readable subgoal graph ({type(exc).__name__}: {exc})") from None
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise SubgoalGraphError(f"{path}: not a subgoal graph (no format={FORMAT!r}); build one with "
-                                    "`python -m planning.subgoals build`")
+                                    "`python -m training.subgoals build`")
         if blob.get("version") != FORMAT_VERSION:
             raise SubgoalGraphError(f"{path}: subgoal graph version {blob.get('version')!r}; this code reads "
                                     f"version {FORMAT_VERSION}")
@@ -307,84 +302,8 @@ def build_graph(node_latents: Latent, episode_ids: np.ndarray, cfg: SubgoalBuild
     return SubgoalGraph(z.visual, z.proprio, indptr, c, w, alpha, model_id, meta)
 
 
-def file_identity(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (first 32 hex digits): the model artifact a graph was built with.
-    The same rule as the server's model identity, so a server can refuse another model's graph."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:32]
-
-
-def node_frames(dataset: str | Path, stride: int, max_episodes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Frame indices of the nodes (every `stride`-th frame of each episode, from its first) and their
-    episode ids, read from a dataset directory in the trajectory format of envs/README.md."""
-    root = Path(dataset)
-    starts = np.load(root / "episode_starts.npy")
-    lengths = np.load(root / "episode_lengths.npy")
-    if max_episodes is not None:
-        starts, lengths = starts[:max_episodes], lengths[:max_episodes]
-    idx = [np.arange(s, s + n, stride) for s, n in zip(starts.tolist(), lengths.tolist())]
-    eps = [np.full(len(i), e) for e, i in enumerate(idx)]
-    return np.concatenate(idx), np.concatenate(eps)
-
-
-def build_from_dataset(model: WorldModel, model_path: str | Path, dataset: str | Path,
-                       cfg: SubgoalBuildConfig, batch: int = 1024) -> SubgoalGraph:
-    """Encode the dataset's node frames with `model` (frames and raw proprio, as the server
-    encodes a request) and build the graph."""
-    stride = cfg.stride or model.config.frameskip
-    alpha = cfg.alpha if cfg.alpha is not None else float(model.planner_recommendation.get("alpha", 0.1))
-    root = Path(dataset)
-    frames = np.load(root / "frames.npy", mmap_mode="r")
-    proprio = np.load(root / "proprio.npy", mmap_mode="r")
-    idx, eps = node_frames(root, stride, cfg.max_episodes)
-    parts = []
-    with torch.inference_mode():
-        for i in range(0, len(idx), batch):
-            sel = idx[i:i + batch]
-            z = model.encode_observation(np.ascontiguousarray(frames[sel]),
-                                         np.ascontiguousarray(proprio[sel]) if model.config.proprio_dim else None)
-            parts.append(z.to("cpu"))
-    z = Latent.cat(parts)
-    log.info("encoded %d nodes from %d episodes of %s (stride %d)", len(idx), int(eps.max()) + 1, root, stride)
-    info = {"dataset": str(dataset), "stride": stride, "episodes": int(eps.max()) + 1,
-            "merge_quantile": cfg.merge_quantile, "max_merges": cfg.max_merges}
-    return build_graph(z, eps, cfg, alpha, file_identity(model_path), info)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m planning.subgoals",
-                                 description="Build a latent subgoal graph from a model's training dataset.")
-    sub = ap.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="encode the dataset and write the graph")
-    b.add_argument("--model", required=True, help="model artifact (.pt)")
-    b.add_argument("--dataset", required=True, help="dataset directory (envs/README.md format)")
-    b.add_argument("--out", help="output file (default: next to the model, <model>.subgoals.pt)")
-    b.add_argument("--stride", type=int, default=None, help="env steps between nodes (default: the frameskip)")
-    b.add_argument("--merge-quantile", type=float, default=SubgoalBuildConfig.merge_quantile)
-    b.add_argument("--max-merges", type=int, default=SubgoalBuildConfig.max_merges)
-    b.add_argument("--max-episodes", type=int, default=None)
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from models import load_model
-
-    cfg = SubgoalBuildConfig(stride=args.stride, merge_quantile=args.merge_quantile, max_merges=args.max_merges,
-                             max_episodes=args.max_episodes)
-    model = load_model(args.model, device="cpu")
-    graph = build_from_dataset(model, args.model, args.dataset, cfg)
-    out = Path(args.out) if args.out else default_path(args.model)
-    graph.save(out)
-    log.info("wrote %s: %s (%.1f MB)", out, json.dumps(graph.describe()), out.stat().st_size / 1e6)
-    return 0
-
-
 def default_path(model_path: str | Path) -> Path:
     """Where a model's graph lives by default: models/default/wall.pt -> models/default/wall.subgoals.pt."""
     p = Path(model_path)
     return p.with_name(p.stem + ".subgoals.pt")
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,4 +11,4 @@ mkdir -p models/default
 cp runs/wall/model.pt models/default/wall.pt
 echo "wrote models/default/wall.pt"
 # The latent subgoal graph for far goals is bound to the model's encoder: rebuild it with the model.
-"$PY" -m planning.subgoals build --model models/default/wall.pt --dataset data/wall
+"$PY" -m training.subgoals build --model models/default/wall.pt --dataset data/wall

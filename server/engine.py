@@ -29,12 +29,12 @@ import torch
 
 import models
 from models import DEFAULT_MODEL_PATH, Latent, WorldModel, load_model
+from models.artifact import model_identity
 from models.inference import InferenceConfig
 from planning import PlanBatch, PlannerConfig, PlanResult
 from planning.registry import SOLVERS
 from planning.subgoals import SubgoalGraph, SubgoalGraphError, default_path
 from server.memory import max_rss_bytes, rss_bytes
-from server.tokens import model_identity
 
 log = logging.getLogger(__name__)
 
@@ -146,12 +146,12 @@ def load_subgoals(option: str, model_path: Path, model_id: str) -> SubgoalGraph 
     if option == "auto" and not path.is_file():
         return None
     if not path.is_file():
-        raise FileNotFoundError(f"subgoal graph {path} not found; build it with `python -m planning.subgoals build "
+        raise FileNotFoundError(f"subgoal graph {path} not found; build it with `python -m training.subgoals build "
                                 f"--model {model_path} --dataset DATA --out {path}`, or run with --subgoals off")
     graph = SubgoalGraph.load(path)
     if graph.model_id and graph.model_id != model_id:
         message = (f"{path} was built with another model (identity {graph.model_id}, this model {model_id}); "
-                   f"rebuild it with `python -m planning.subgoals build --model {model_path} --dataset DATA`")
+                   f"rebuild it with `python -m training.subgoals build --model {model_path} --dataset DATA`")
         if option == "auto":  # e.g. a retrained model beside an old graph: serve, without subgoals
             log.warning("%s; serving without subgoals", message)
             return None
@@ -201,7 +201,7 @@ class Engine:
         base = PlannerConfig.for_model(model, dev.type).updated(planner or {})
         if base.subgoals and graph is None:
             raise ValueError(f"planner.subgoals is on by default but there is no subgoal graph (--subgoals "
-                             f"{subgoals!r}, model {model_path}); build one with `python -m planning.subgoals build`")
+                             f"{subgoals!r}, model {model_path}); build one with `python -m training.subgoals build`")
         if dtype != "fp32" or compile:
             model.configure_inference(InferenceConfig(dtype=dtype, compile=compile,
                                                       compile_horizons=(base.horizon,)))

@@ -157,15 +157,6 @@ def goal_identity(model_id: str, pixels: np.ndarray, proprio: np.ndarray | None)
     return h.hexdigest()[:32]
 
 
-def model_identity(path: str) -> str:
-    """SHA-256 of the artifact's bytes (weights, config, statistics): one model, one identity."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:32]
-
-
 class GoalCache:
     """Recent goal latents by goal identity, least recently used out first."""
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import torch
@@ -48,9 +48,7 @@ from models import Latent, WorldModel, save_model
 from training.config import PhaseConfig, TrainConfig
 from training.data import Split, gather_windows, window_starts
 from training.decoder import Decoder
-
-if TYPE_CHECKING:
-    from training.trainer import State
+from training.state import State
 
 LATENT_REG = 1e-3  # weight of the latent L2 term in the autoencoder phase
 # The agent covers ~0.7 % of a wall frame: a plain pixel MSE is minimised by

@@ -1,4 +1,4 @@
-"""Action/proprio statistics as a JSON file that `python -m models.import_dino_wm --stats` reads.
+"""Action/proprio statistics as a JSON file that `python -m models.dino_wm --stats` reads.
 
     python -m training.stats DATASET --out stats.json [--val-fraction 0.1] [--seed 0]
     python -m training.stats DINO_WM_DATA_DIR --rule dino-wm --env wall|point_maze --out stats.json [--n-rollout N]
@@ -20,7 +20,7 @@ reproduced exactly (github.com/gaoyuezhou/dino_wm, `datasets/*_dset.py`):
 * point_maze (`PointMazeDataset`): the same, over each rollout's first
   `seq_lengths[i]` steps (`seq_lengths.pth`), in float32.
 * pusht (`PushTDataset`): no data is read; the class normalises with
-  constants published in its source (`models.dino_wm_published`).
+  constants published in its source (`models.dino_wm.published`).
 
 The data folder is the one the run's `hydra.yaml` names (`env.dataset.data_path`;
 for wall's `split_mode: folder`, its `train` subfolder). Tensors are read
@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from envs.dataset import DatasetError, load_dataset
-from models.dino_wm_published import (DINO_WM_COMMIT, DINO_WM_REPO, LOADER_ACTION_SCALE, PUSHT_ACTION_MEAN,
+from models.dino_wm.published import (DINO_WM_COMMIT, DINO_WM_REPO, LOADER_ACTION_SCALE, PUSHT_ACTION_MEAN,
                                       PUSHT_ACTION_STD, PUSHT_PROPRIO_MEAN, PUSHT_PROPRIO_STD, PUSHT_SOURCE)
 from models.stats import NormStats
 from training.data import compute_stats, split_episodes

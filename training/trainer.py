@@ -43,7 +43,7 @@ import math
 import shutil
 import signal
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,27 +59,10 @@ from training.decoder import Decoder
 from training import planning_eval
 from training.diagnose import new_findings
 from training.phases import PHASES, Context, Phase, ResumeError
+from training.state import State
 
 log = logging.getLogger(__name__)
-__all__ = ["ResumeError", "State", "Trainer"]
-
-
-@dataclass
-class State:
-    """Everything `latest.pt` needs for an exact resume (plain types only); the counters are the current phase's."""
-
-    phase: str = PHASES[0].name  # a phase's name, or "done"
-    epoch: int = 0  # completed epochs of this phase
-    epoch_step: int = 0  # completed steps of the current epoch
-    global_step: int = 0  # steps of this phase, for warm-up
-    epoch_sums: dict[str, float] = field(default_factory=dict)
-    best_val: float = math.inf  # lowest validation loss (early stopping, divergence)
-    best_epoch: int = 0  # epoch kept in best.pt (0: none yet); of best_val unless select_best says otherwise
-    best_epoch_val: float = math.inf  # validation loss of best_epoch
-    best_success: float | None = None  # planning success of best_epoch (None: not measured)
-    bad_epochs: int = 0
-    status: str = "running"  # running | early_stopped | max_epochs | diverged | interrupted | done
-    history: list[dict[str, Any]] = field(default_factory=list)
+__all__ = ["ResumeError", "Trainer"]
 
 
 class Trainer:
@@ -99,7 +82,7 @@ class Trainer:
         self.phases: dict[str, Phase] = {p.name: p(ctx, getattr(cfg, p.name)) for p in PHASES}
         self._check_planning_eval()
         self.phase = self.phases[PHASES[0].name]  # the phase whose optimiser latest.pt holds
-        self.state = State()
+        self.state = State(phase=PHASES[0].name)
         self.stop_requested = False
         self.on_step: Callable[["Trainer"], None] | None = None  # test hook
         self._last_val = math.nan  # the epoch's validation loss, for the planning check

@@ -11,17 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from client_examples.client import PlanningClient, PlanningError
-from client_examples.control_loop import (
+from tests.server.conftest import GOAL_PROPRIO, IMAGE_SIZE, frame
+from wm_client import (
     ControlLoop,
     ControlLoopError,
     LoopConfig,
+    PlanningClient,
+    PlanningError,
     Policy,
     policy_for,
     to_rgb_uint8,
 )
-from client_examples.isaac_sim_client import IsaacCamera, TiledCameraSource
-from tests.server.conftest import GOAL_PROPRIO, IMAGE_SIZE, frame
+from wm_client.isaac import IsaacCamera, TiledCameraSource
 
 FRAMESKIP = 2  # models.testing.TINY_CONFIG
 

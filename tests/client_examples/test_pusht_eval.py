@@ -11,9 +11,9 @@ import pytest
 pytest.importorskip("gym_pusht")
 
 from client_examples import pusht_eval  # noqa: E402
-from client_examples.client import PlanningClient  # noqa: E402
 from envs.pusht import PushTEnv, is_success  # noqa: E402
 from envs.tasks import pusht_tasks  # noqa: E402
+from wm_client import PlanningClient  # noqa: E402
 
 
 def test_tasks_follow_dino_wm_goal_protocol() -> None:

@@ -18,8 +18,8 @@ import torch
 import yaml
 
 from models import load_model
-from models.dino_wm_checkpoint import STAND_INS, CheckpointError
-from models.import_dino_wm import DinoWMImportError, import_run, main, read_stats
+from models.dino_wm.checkpoint import STAND_INS, CheckpointError
+from models.dino_wm.importer import DinoWMImportError, import_run, main, read_stats
 from planning import PlannerConfig, plan
 from tests.models.dino_wm_reference import (VQVAE, DinoV2Encoder, DinoVisionTransformer, ProprioceptiveEmbedding,
                                             Reference, ViTPredictor, accelerated, published, randomize,

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import uvicorn
 
-from client_examples.client import PlanningClient
 from models.testing import save_tiny_model
 from server.app import create_app
 from server.http import uvicorn_config
 from server.settings import Settings
+from wm_client import PlanningClient
 
 API_KEY = "test-key-1234"
 IMAGE_SIZE = 32  # models.testing.TINY_CONFIG

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 
-from client_examples.client import PlanningClient
 from models import DEFAULT_MODEL_PATH
 from tests.server.conftest import GOAL_PROPRIO, PROPRIO, frame
+from wm_client import PlanningClient
 
 ROOT = Path(__file__).resolve().parents[2]
 

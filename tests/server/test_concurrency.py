@@ -6,8 +6,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from client_examples.client import PlanningClient
 from tests.server.conftest import GOAL_PROPRIO, PROPRIO, frame
+from wm_client import PlanningClient
 
 WORKERS = 4
 STEPS = 3

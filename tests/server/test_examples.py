@@ -7,7 +7,7 @@ import json
 import pytest
 
 from client_examples import closed_loop
-from client_examples.client import PlanningClient
+from wm_client import PlanningClient
 
 
 def test_closed_loop_evaluation_runs_over_http(server_url):

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from client_examples.client import PlanningClient, PlanningError
 from server import service
 from tests.server.conftest import API_KEY, GOAL_PROPRIO, PROPRIO, frame, running_server, settings_for
+from wm_client import PlanningClient, PlanningError
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import httpx
 import msgpack
 import pytest
 
-from client_examples.client import PlanningClient, PlanningError
 from tests.server.conftest import API_KEY, GOAL_PROPRIO, PROPRIO, frame
+from wm_client import PlanningClient, PlanningError
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import threading
 import httpx
 import pytest
 
-from client_examples.client import PlanningClient
 from tests.server.conftest import GOAL_PROPRIO, PROPRIO, frame
+from wm_client import PlanningClient
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from client_examples.client import PlanningClient, PlanningError
 from models import load_model
 from planning import PlannerConfig, plan, warm_start
 from tests.server.conftest import (
     ACTION_BOUND, FAST_PLANNER, GOAL_PROPRIO, IMAGE_SIZE, PROPRIO, frame,
 )
+from wm_client import PlanningClient, PlanningError
 
 
 def local_plan(model, obs, goal, cfg, seed, session=None, executed=1):

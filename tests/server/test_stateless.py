@@ -14,13 +14,13 @@ import msgpack
 import numpy as np
 import pytest
 
-from client_examples.client import PlanningClient
 from models.testing import save_tiny_model
 from server import tokens
 from planning import PlannerConfig
 from server.planner import PlannerLimits
 from server.tokens import MPCState, TokenCodec
 from tests.server.conftest import ACTION_BOUND, GOAL_PROPRIO, PROPRIO, frame, running_server, settings_for
+from wm_client import PlanningClient
 
 MSGPACK = {"Content-Type": "application/msgpack"}
 

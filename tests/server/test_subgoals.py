@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client_examples.client import PlanningClient, PlanningError
 from envs import WallEnv
 from envs.collect import CollectConfig, collect
 from models import DEFAULT_MODEL_PATH
-from planning.subgoals import SubgoalGraphError, main as subgoals_main
+from models.artifact import model_identity
+from planning.subgoals import SubgoalGraphError
 from server.engine import load_subgoals
-from server.tokens import model_identity
 from tests.server.conftest import running_server, settings_for
+from training.subgoals import main as subgoals_main
+from wm_client import PlanningClient, PlanningError
 
 PLANNER = {"cem": {"samples": 24, "elites": 4}, "max_iterations": 3, "min_iterations": 1, "patience": 1}
 ON = {"subgoals": True}
@@ -124,7 +125,7 @@ def test_a_graph_of_another_model_or_a_missing_file_is_refused_at_load(graph_pat
     assert load_subgoals(str(graph_path), DEFAULT_MODEL_PATH, model_id) is not None
     with pytest.raises(SubgoalGraphError, match="another model"):
         load_subgoals(str(graph_path), DEFAULT_MODEL_PATH, "0" * 32)
-    with pytest.raises(FileNotFoundError, match="planning.subgoals build"):
+    with pytest.raises(FileNotFoundError, match="training.subgoals build"):
         load_subgoals(str(tmp_path / "none.pt"), DEFAULT_MODEL_PATH, model_id)
     assert load_subgoals("auto", tmp_path / "model.pt", model_id) is None  # no graph beside it: off
     # A retrained model beside an old graph: "auto" serves without subgoals instead of failing to start.

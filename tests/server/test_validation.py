@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from client_examples.client import PlanningClient, PlanningError
 from tests.server.conftest import GOAL_PROPRIO, PROPRIO, frame
+from wm_client import PlanningClient, PlanningError
 
 
 def raw_image(shape, dtype="uint8", data=None, **extra):

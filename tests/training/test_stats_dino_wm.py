@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from models import NormStats
-from models.dino_wm_published import PUSHT_ACTION_MEAN, PUSHT_PROPRIO_STD
+from models.dino_wm.published import PUSHT_ACTION_MEAN, PUSHT_PROPRIO_STD
 from training.stats import dino_wm_stats, main
 
 

@@ -1,4 +1,4 @@
-"""The client package stays small and torch-free, and client_examples re-exports it instead of copying it."""
+"""The client package stays small and torch-free, and client_examples uses it instead of copying it."""
 
 from __future__ import annotations
 
@@ -8,13 +8,8 @@ import re
 import sys
 from pathlib import Path
 
-import pytest
 
-import client_examples.client
-import client_examples.control_loop
-import client_examples.isaac_sim_client
 import wm_client
-import wm_client.isaac
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "clients" / "python"
@@ -70,15 +65,13 @@ def test_the_installed_distribution_is_this_directory() -> None:
     assert Path(wm_client.__file__).resolve().is_relative_to(PACKAGE / "src")
 
 
-@pytest.mark.parametrize("module", [client_examples.client, client_examples.control_loop])
-def test_the_old_modules_only_re_export(module) -> None:  # noqa: ANN001 - a module
-    tree = ast.parse(Path(module.__file__).read_text())
-    defined = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
-    assert defined == []  # moved, not copied: one copy of the client to keep right
-    for name in module.__all__:
-        assert getattr(module, name) is getattr(wm_client, name), name
+def _top_level_definitions(path: Path) -> set[str]:
+    return {n.name for n in ast.parse(path.read_text()).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
 
 
-def test_the_isaac_script_uses_the_packages_adapters() -> None:
-    for name in ("IsaacCamera", "TiledCameraSource", "ArticulationRobot"):
-        assert getattr(client_examples.isaac_sim_client, name) is getattr(wm_client.isaac, name)
+def test_the_example_scripts_use_the_package_instead_of_copying_it() -> None:
+    package = set().union(*(_top_level_definitions(m) for m in (PACKAGE / "src" / "wm_client").glob("*.py")))
+    package = {name for name in package if not name.startswith("_")}
+    assert {"PlanningClient", "ControlLoop", "IsaacCamera"} <= package
+    for script in sorted((ROOT / "client_examples").glob("*.py")):
+        assert not _top_level_definitions(script) & package, f"{script.name} defines its own copy"

@@ -138,7 +138,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                 f"{path} refers to {', '.join(unknown)}, which this importer does not know as a DINO-WM, "
                 "DINOv2, accelerate or torch class; it was refused and nothing in the file was run. "
                 "If the run used a modified DINO-WM, add its module's class path to "
-                "models.dino_wm_checkpoint.KNOWN_CLASSES after reading what it stores.")
+                "models.dino_wm.checkpoint.KNOWN_CLASSES after reading what it stores.")
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:

@@ -1,13 +1,13 @@
 """Import a DINO-WM training run as a model artifact this server loads and plans with.
 
-    python -m models.import_dino_wm RUN_DIR --encoder-weights dinov2_vits14_pretrain.pth \
+    python -m models.dino_wm RUN_DIR --encoder-weights dinov2_vits14_pretrain.pth \
         --stats stats.json --out model.pt [--name NAME] [--checkpoint model_40.pth] \
         [--stats-provenance dino-wm-loader --stats-episodes N | published --stats-source TEXT | train] \
         [--planner auto|wall|pusht|point_maze|default|none]
 
 A DINO-WM run folder (`outputs/<date>/<time>/`) holds `hydra.yaml` (the
 resolved training config) and `checkpoints/model_latest.pth` (whole pickled
-modules, read here by `models.dino_wm_checkpoint` without running any code).
+modules, read here by `models.dino_wm.checkpoint` without running any code).
 It holds neither the frozen DINOv2 encoder (rebuilt from torch hub; pass the
 hub's `dinov2_vits14_pretrain.pth`) nor the action/proprio statistics (they
 come from the dataset; pass them explicitly, see docs/dino_wm_import.md).
@@ -15,7 +15,7 @@ A statistics file written by `python -m training.stats` carries its
 provenance; a bare DINO-WM-style file (the loader's `action_mean`,
 `action_std`, `proprio_mean`, `proprio_std`) gets it from `--stats-provenance`.
 The artifact also records the planner settings DINO-WM evaluated the
-environment with (`models.dino_wm_published`), as metadata "planner", which
+environment with (`models.dino_wm.published`), as metadata "planner", which
 `CEMConfig.for_model` applies.
 
 Name mapping (DINO-WM -> this project), from DINO-WM's `models/vit.py` and
@@ -34,7 +34,6 @@ Name mapping (DINO-WM -> this project), from DINO-WM's `models/vit.py` and
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
@@ -46,14 +45,14 @@ from typing import Any
 import torch
 import yaml
 
-from models.artifact import save_model
+from models.artifact import file_sha256, save_model
 from models.config import WorldModelConfig
-from models.dino_wm_checkpoint import (CheckpointError, PickledObject, children, class_path, load_checkpoint,
+from models.dino_wm.checkpoint import (CheckpointError, PickledObject, children, class_path, load_checkpoint,
                                        module_state, state_dict)
-from models.dino_wm_published import PLANNER_SETTINGS, planner_settings
-from models.dino_wm_stats import (PROVENANCE_KINDS, DinoWMImportError, check_stats, read_stats,
+from models.dino_wm.published import PLANNER_SETTINGS, planner_settings
+from models.dino_wm.stats import (PROVENANCE_KINDS, DinoWMImportError, check_stats, read_stats,
                                   stats_provenance)
-from models.dino_wm_stats import cfg_value as _cfg
+from models.dino_wm.stats import cfg_value as _cfg
 from models.predictor import frame_causal_mask
 from models.stats import NormStats
 from models.world_model import WorldModel
@@ -298,14 +297,6 @@ def build_config(cfg: dict[str, Any], pred_arch: dict[str, int], action_w: torch
 
 
 # Import ----------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def import_run(run_dir: str | Path, stats: NormStats, out: str | Path, encoder_weights_path: str | Path | None = None,
                name: str | None = None, checkpoint: str | None = None, planner: str = "auto") -> WorldModel:
     """Convert a DINO-WM run into a model artifact at `out`; returns the eval-mode model written.
@@ -357,10 +348,10 @@ def import_run(run_dir: str | Path, stats: NormStats, out: str | Path, encoder_w
     model = model.eval().requires_grad_(False)
     metadata = {
         "source": "dino_wm", "run_dir": str(run_dir.resolve()), "run_config": str(cfg_path),
-        "checkpoint": str(ckpt_path.resolve()), "checkpoint_sha256": _sha256(ckpt_path),
+        "checkpoint": str(ckpt_path.resolve()), "checkpoint_sha256": file_sha256(ckpt_path),
         "epoch": ckpt.get("epoch") if isinstance(ckpt.get("epoch"), int) else None,
         "encoder_weights": enc_source,
-        "encoder_weights_sha256": _sha256(Path(enc_source)) if Path(enc_source).is_file() else None,
+        "encoder_weights_sha256": file_sha256(Path(enc_source)) if Path(enc_source).is_file() else None,
         "training": {k: _cfg(cfg, k, None) for k in ("img_size", "frameskip", "num_hist", "concat_dim",
                                                       "normalize_action", "action_emb_dim", "proprio_emb_dim")},
         "dataset": _cfg(cfg, "env.dataset", None),
@@ -376,7 +367,7 @@ def import_run(run_dir: str | Path, stats: NormStats, out: str | Path, encoder_w
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m models.import_dino_wm", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m models.dino_wm", description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", type=Path, help="DINO-WM run folder (holds hydra.yaml and checkpoints/)")
     p.add_argument("--stats", type=Path, required=True,
                    help="JSON, NPZ or .pt with action_mean/std and proprio_mean/std (e.g. from python -m training.stats)")
@@ -409,6 +400,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
