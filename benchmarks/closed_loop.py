@@ -25,7 +25,7 @@ from planning.local import LocalClient
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = harness.parser("closed_loop", __doc__)
+    ap = harness.parser("closed_loop", __doc__, quick=False)
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--goals", choices=sorted(WALL_BUDGETS), default="near")

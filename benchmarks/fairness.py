@@ -40,6 +40,7 @@ from wm_client import PlanningClient, PlanningError
 
 # 24x the CPU preset's cost (5x the samples, 4.8x the iterations), under the default per-request limit of 25.
 HEAVY = harness.budget(500, 72, topk=50, min_iterations=72)
+BURST = (16, 4096)  # concurrent plans, side of their PNG frames
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
@@ -195,11 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--light", type=int, default=8, help="light closed-loop clients")
     ap.add_argument("--duration", type=float, default=30.0, help="seconds per phase")
     ap.add_argument("--max-requests", type=int, default=2000, help="bound per phase")
-    ap.add_argument("--burst", type=int, default=16, help="concurrent requests with huge frames")
-    ap.add_argument("--burst-size", type=int, default=4096, help="side of the burst's PNG frames")
     args = ap.parse_args(argv)
     if args.quick:
-        args.light, args.duration, args.max_requests, args.burst, args.burst_size = 2, 3.0, 60, 2, 1024
+        args.light, args.duration, args.max_requests = 2, 3.0, 60
+    burst_requests, burst_side = (2, 1024) if args.quick else BURST
     model = harness.wall_model(args.model)
     result = harness.Result("fairness", args)
     with harness.Server(model, threads=args.threads, options=["--max-sessions", str(max(256, 4 * args.light))]) as server:
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                                                       frames, proprio, contended=False)})
         contended = result.add({"phase": "contended", **phase(server.url, args.light, args.duration,
                                                               args.max_requests, frames, proprio, contended=True)})
-        memory = result.add({"phase": "burst", **burst(server, args.burst, args.burst_size, proprio)})
+        memory = result.add({"phase": "burst", **burst(server, burst_requests, burst_side, proprio)})
     ratio = None
     if alone["light"]["p99"] and contended["light"]["p99"]:
         ratio = round(contended["light"]["p99"] / alone["light"]["p99"], 2)

@@ -47,11 +47,13 @@ log = logging.getLogger("benchmarks")
 
 
 # Command line ----------------------------------------------------------------------
-def parser(name: str, doc: str | None, *, threads: int = 1, model: bool = True) -> argparse.ArgumentParser:
-    """The flags every benchmark shares: --quick, --out, --threads and (optionally) --model."""
+def parser(name: str, doc: str | None, *, threads: int = 1, model: bool = True,
+           quick: bool = True) -> argparse.ArgumentParser:
+    """The flags benchmarks share: --out, --threads and, where they mean something, --quick and --model."""
     ap = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the script in seconds, measures little")
+    if quick:
+        ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the script in seconds, measures little")
     ap.add_argument("--out", type=Path, help="also write the result JSON here (rewritten after every row)")
     ap.add_argument("--threads", type=int, default=threads, help="torch intra-op threads (1 on a shared box)")
     if model:

@@ -229,8 +229,7 @@ def plots(result: dict[str, Any], folder: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = harness.parser("plan_latency", __doc__)
-    ap.add_argument("--seeds", type=int, default=5, help="problems (seeds) per default-model row")
-    ap.add_argument("--dino-seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=5, help="problems (seeds) per row (the DINO-WM row: at most 3)")
     ap.add_argument("--dino-patch-side", type=int, default=2, help="patches per side (paper: 14 = 196)")
     ap.add_argument("--dino-samples", type=int, default=30, help="CEM samples (paper: 300)")
     ap.add_argument("--sweep", default="25,50,100,200,300", help="num_samples for the latency sweep ('' = none)")
@@ -277,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                                     else harness.budget(samples, CEMConfig.paper().opt_steps)))
     scale = (f"scaled: {dino.config.num_patches} patches ({14 * side} px) instead of 196, {samples} samples / "
              f"top {dcfg.topk} instead of 300 / 30; random weights, reachable goals")
-    dprobs = [reachable_problem(dino, 1, dcfg.horizon, 100 + s) for s in range(1 if args.quick else args.dino_seeds)]
+    dprobs = [reachable_problem(dino, 1, dcfg.horizon, 100 + s) for s in range(1 if args.quick else min(3, args.seeds))]
     if args.only != "default":
         result.add(measure_row("DINO-WM-proportioned", dino, dprobs, dcfg, scale))
 

@@ -50,6 +50,7 @@ from wm_client import PlanningClient, PlanningError
 
 FRAME = 224
 CHEAP_PLANNER = harness.budget(8, 1, topk=2, min_iterations=1)
+OVERHEAD_REQUESTS = 40  # sequential requests per frame format in the overhead phase
 
 
 @dataclass
@@ -233,13 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of load per phase")
     ap.add_argument("--max-requests", type=int, default=20_000, help="bound on requests per load phase")
     ap.add_argument("--format", choices=("raw", "png"), default="raw", help="frame format of the load phase")
-    ap.add_argument("--overhead-requests", type=int, default=40)
     ap.add_argument("--no-compare", action="store_true", help="load with micro-batching on only")
     args = ap.parse_args(argv)
     if args.url and args.model:
         ap.error("--url and --model exclude each other")
     duration, sessions = (1.0, 2) if args.quick else (args.duration, args.sessions)
-    n_overhead = 3 if args.quick else args.overhead_requests
+    n_overhead = 3 if args.quick else OVERHEAD_REQUESTS
     result = harness.Result("server_load", args)
     if args.url:
         url = harness.require_local(args.url)

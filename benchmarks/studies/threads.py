@@ -196,9 +196,9 @@ def run(args: Any, result: harness.Result) -> None:
         try:
             for t in settings:
                 servers.append(Server(model, threads=t, options=["--max-sessions", str(max(256, 4 * n_conc))],
-                                      ready_timeout=args.start_timeout))
+                                      ready_timeout=180.0))
             health = servers[0].get("/health")["model"]
-            body = plan_body(int(health["image_size"]), int(health["proprio_dim"]), seed=args.seed,
+            body = plan_body(int(health["image_size"]), int(health["proprio_dim"]), seed=0,
                              planner=QUICK_PLANNER if args.quick else None)
             for s in servers:  # one untimed plan each, before the load starts: first-call costs
                 with httpx.Client(base_url=s.url, timeout=args.request_timeout) as http:
@@ -242,9 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load", type=int, default=2, help="busy single-threaded processes competing for the cores")
     ap.add_argument("--rounds", type=int, default=5, help="sequential plans per setting")
     ap.add_argument("--concurrent", type=int, default=100, help="plans sent at once per setting")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--request-timeout", type=float, default=120.0, help="client timeout per request, seconds")
-    ap.add_argument("--start-timeout", type=float, default=180.0, help="seconds for a server to load its model")
     args = ap.parse_args(argv)
     _parse_threads(args.settings)  # refuse a bad setting before starting anything
     result = harness.Result("threads", args)
