@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     side, samples = (1, 8) if args.quick else (args.dino_patch_side, args.dino_samples)
     dino = random_model(dino_wm_config(side), **(QUICK_DINO if args.quick else {}))
     dcfg = harness.planner(None, **(harness.budget(samples, 4, min_iterations=2, patience=1) if args.quick
-                                    else harness.budget(samples, CEMConfig.paper().opt_steps)))
+                                    else harness.budget(samples, harness.planner(None).opt_steps)))
     scale = (f"scaled: {dino.config.num_patches} patches ({14 * side} px) instead of 196, {samples} samples / "
              f"top {dcfg.topk} instead of 300 / 30; random weights, reachable goals")
     dprobs = [reachable_problem(dino, 1, dcfg.horizon, 100 + s) for s in range(1 if args.quick else min(3, args.seeds))]
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         r["fraction_of_peak"] = round(r["achieved_gflops"] * 1e9 / best, 3)
     d = rows[-1]  # the headline: the DINO-WM-proportioned row, unless --only default
-    full, paper_cfg = dino_wm_config(14), CEMConfig.paper()
+    full, paper_cfg = dino_wm_config(14), harness.planner(None)
     extrap = plan_flops(full, paper_cfg.horizon, paper_cfg.num_samples, round(d["iterations_mean"])).total
     naive = plan_flops(full, paper_cfg.horizon, paper_cfg.num_samples, paper_cfg.opt_steps, "dino_wm").total
     summary = {
