@@ -1,5 +1,8 @@
-"""Benchmark scripts: planner latency against a naive reference, FLOPs and the matmul peak, server load.
+"""Benchmarks: short scripts over one harness (`benchmarks.harness`: servers, the machine, one result format).
 
-They print tables (or one JSON object with --json) and are not timed unit
-tests; tests/benchmarks runs each in its --quick mode to keep them working.
+Each prints one JSON result (`benchmark`, `machine`, `settings`, `rows`,
+`summary`) and writes it with --out; --quick runs tiny sizes in seconds, and
+tests/benchmarks runs every script that way. `benchmarks.studies` holds
+investigations whose findings are written in docs/, kept to re-check them on
+other hardware. How to run them: docs/benchmarks.md.
 """

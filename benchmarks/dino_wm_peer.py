@@ -1,8 +1,7 @@
 """DINO-WM's own `CEMPlanner` beside this project's planner, on the same weights, interleaved.
 
     python -m benchmarks.dino_wm_peer --dino-wm PATH [--problems 3] [--seed 0] [--threads 1]
-        [--img-size 32] [--vit-depth 1] [--depth 2] [--heads 2] [--dim-head 32] [--mlp-dim 256]
-        [--cells ...] [--out FILE.json] [--quick]
+        [--img-size 32] [--cells ...] [--out FILE.json] [--quick]
     python -m benchmarks.dino_wm_peer --table docs/benchmarks/dino_wm_peer.json
 
 PATH is a checkout of DINO-WM's public repository (github.com/gaoyuezhou/dino_wm;
@@ -22,7 +21,7 @@ encoder is frozen and no decoder is trained (epoch, predictor, its AdamW
 optimiser, action and proprio encoders), beside a `hydra.yaml` built from its
 `conf/` files. `models.dino_wm` turns that run into an artifact of this
 project. Then, on the same reachable problems (goal = the model's own rollout
-of a known action sequence, `benchmarks.common.reachable_problem`), each cell
+of a known action sequence, `benchmarks.problems.reachable_problem`), each cell
 plans every problem, the cells interleaved per problem in a rotating order:
 
 * `dinowm_cem_30`, `dinowm_cem_10`: DINO-WM's `planning.cem.CEMPlanner` at its
@@ -81,7 +80,6 @@ tiny model, 8 samples and 2 iterations, one problem: the code path, for the test
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -89,18 +87,19 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.common import machine, reachable_problem, set_threads
+from benchmarks import harness
+from benchmarks.problems import reachable_problem
 from benchmarks.dino_wm_run import (QUICK_SIZES, DinoWMRun, LatentGoalWM, LossLog, Sizes, build_run, find_checkout,
                                     missing_deps)
-from benchmarks.flops import encoder_flops, rollout_flops
 from models import Latent, WorldModel, load_model
+from models.flops import encoder_flops, rollout_flops
 from models.dino_wm.importer import import_run, read_stats
 from planning import CEMConfig, objective, plan
 
@@ -111,14 +110,14 @@ CELLS = ("dinowm_cem_30", "ours_cem_30", "dinowm_cem_10", "ours_cem_10", "ours_d
 
 # The comparison ----------------------------------------------------------------
 def our_configs(model: WorldModel, quick: bool) -> dict[str, CEMConfig]:
-    paper = replace(CEMConfig.paper(), objective="last", alpha=1.0)
-    cfgs = {"ours_cem_30": replace(paper, opt_steps=30, min_iterations=30),
-            "ours_cem_10": replace(paper, opt_steps=10, min_iterations=10),
-            "ours_default": CEMConfig.for_model(model, "cpu"),
-            "ours_icem_50x10": replace(paper, method="icem", num_samples=50, topk=5, opt_steps=10, min_iterations=4,
-                                       patience=3)}
+    paper = harness.planner(None, objective="last", alpha=1.0)
+    cfgs = {"ours_cem_30": harness.planner(paper, **harness.budget(SAMPLES, 30, topk=TOPK, min_iterations=30)),
+            "ours_cem_10": harness.planner(paper, **harness.budget(SAMPLES, 10, topk=TOPK, min_iterations=10)),
+            "ours_default": harness.planner(model, "cpu"),
+            "ours_icem_50x10": harness.planner(paper, **harness.budget(50, 10, topk=5, min_iterations=4),
+                                               method="icem", patience=3)}
     if quick:
-        cfgs = {k: replace(c, num_samples=8, topk=2, opt_steps=2, min_iterations=min(c.min_iterations, 2))
+        cfgs = {k: harness.planner(c, **harness.budget(8, 2, topk=2, min_iterations=min(c.min_iterations, 2)))
                 for k, c in cfgs.items()}
     return cfgs
 
@@ -202,7 +201,7 @@ def compare(run: DinoWMRun, model: WorldModel, problems: int, seed: int, cells: 
 def flops_per_sample(model: WorldModel) -> dict[str, float]:
     """Analytic FLOPs of one sample's rollout: DINO-WM's (re-encoding included) and ours, and one encoding."""
     c = model.config
-    return {"dinowm": rollout_flops(c, HORIZON, "naive").total, "ours": rollout_flops(c, HORIZON, "ours").total,
+    return {"dinowm": rollout_flops(c, HORIZON, "dino_wm").total, "ours": rollout_flops(c, HORIZON, "cached").total,
             "encoder": encoder_flops(c)}
 
 
@@ -257,18 +256,13 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.dino_wm_peer", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.parser("dino_wm_peer", __doc__, model=False)
     ap.add_argument("--dino-wm", help="checkout of github.com/gaoyuezhou/dino_wm (default: $DINO_WM, .peers/dino_wm)")
     ap.add_argument("--problems", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS))
-    for f in ("img_size", "vit_depth", "depth", "heads", "dim_head", "mlp_dim"):
-        ap.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(Sizes(), f))
-    ap.add_argument("--out", type=Path, help="write the JSON result here too")
+    ap.add_argument("--img-size", type=int, default=Sizes().img_size, help="frame side (predictor sizes: Sizes)")
     ap.add_argument("--work-dir", type=Path, help="keep the run folder and artifact here (default: a temp dir)")
-    ap.add_argument("--quick", action="store_true", help="tiny model, 8 samples x 2 iterations, 1 problem")
     ap.add_argument("--only", type=int, nargs="+", help="plan only these problem indices (parallel runs; --merge)")
     ap.add_argument("--table", type=Path, help="print a markdown table of this result file and exit")
     ap.add_argument("--merge", type=Path, nargs="+", help="merge the rows of --only runs into --out and exit")
@@ -294,9 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing_deps():
         print(f"DINO-WM's modules need {missing_deps()}: pip install -e '.[peers]'", file=sys.stderr)
         return 2
-    set_threads(args.threads)
-    sizes = QUICK_SIZES if args.quick else Sizes(**{f: getattr(args, f) for f in
-                                                      ("img_size", "vit_depth", "depth", "heads", "dim_head", "mlp_dim")})
+    result = harness.Result("dino_wm_peer", args)
+    sizes = QUICK_SIZES if args.quick else Sizes(img_size=args.img_size)
     problems = 1 if args.quick else args.problems
     with contextlib.ExitStack() as stack:
         work = args.work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dino_wm_peer_")))
@@ -305,15 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         import_run(run.dir, read_stats(run.stats), artifact, run.encoder_weights, planner="default")
         model = load_model(artifact, device="cpu")
         rows = compare(run, model, problems, args.seed, tuple(args.cells), args.quick, args.only)
-    result = {"benchmark": "dino_wm_peer", "machine": machine(), "quick": args.quick, "sizes": asdict(sizes),
-              "dino_wm_checkout": str(checkout), "problems": problems,
-              "configs": {k: v.to_dict() for k, v in our_configs(model, args.quick).items()},
-              "summary": summarize(rows, flops_per_sample(model)), "rows": rows}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+    result.data["rows"] = rows
+    return result.finish({**summarize(rows, flops_per_sample(model)), "sizes": asdict(sizes),
+                          "dino_wm_checkout": str(checkout), "problems": problems,
+                          "configs": {k: v.to_dict() for k, v in our_configs(model, args.quick).items()}})
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from benchmarks.common import ROOT
+from benchmarks.harness import ROOT
 from models import WorldModelConfig
 from models.encoders import DinoV2Encoder
 

@@ -1,9 +1,9 @@
 """Light clients beside heavy and departing ones; memory after a burst of huge frames.
 
-    python -m benchmarks.fairness [--model PATH] [--light 8] [--duration 30] [--json] [--quick]
+    python -m benchmarks.fairness [--model PATH] [--light 8] [--duration 30] [--out FILE] [--quick]
 
-Starts the real server (`python -m server`, 127.0.0.1, a free port, CPU, its
-default settings but one torch thread) on the shipped default model and runs,
+Starts the real server (`benchmarks.harness.Server`: `python -m server`,
+127.0.0.1, a free port, CPU, its default settings but --threads torch threads) on the shipped default model and runs,
 bounded in time and requests, on localhost only:
 
 1. alone: 8 light closed-loop clients (plan, then replans with
@@ -18,31 +18,29 @@ bounded in time and requests, on localhost only:
 
 Reports the light clients' round-trip p50/p99 in both phases and their ratio
 (target: contended p99 within 2x of alone), the queue wait and drops the
-server saw, 503 counts, and the RSS figures.
+server saw, 503 counts, and the RSS figures. Rows: "alone", "contended", "burst".
 """
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
-import platform
 import statistics
+import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 from PIL import Image
 
-from benchmarks.common import find_default_model, smooth_frames
-from benchmarks.server_load import Server
+from benchmarks import harness
+from benchmarks.problems import smooth_frames
 from wm_client import PlanningClient, PlanningError
 
 # 24x the CPU preset's cost (5x the samples, 4.8x the iterations), under the default per-request limit of 25.
-HEAVY = {"num_samples": 500, "topk": 50, "opt_steps": 72, "min_iterations": 72}
+HEAVY = harness.budget(500, 72, topk=50, min_iterations=72)
+BURST = (16, 4096)  # concurrent plans, side of their PNG frames
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
@@ -152,7 +150,7 @@ def huge_png(size: int) -> bytes:
     return buf.getvalue()
 
 
-def burst(server: Server, n: int, size: int, proprio: list[float]) -> dict[str, Any]:
+def burst(server: harness.Server, n: int, size: int, proprio: list[float]) -> dict[str, Any]:
     """n concurrent plans with size x size PNG frames; the server's RSS around it."""
     png = huge_png(size)
     image = {"format": "png", "data": png}
@@ -194,56 +192,33 @@ def burst(server: Server, n: int, size: int, proprio: list[float]) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=None, help="artifact (default: the shipped default model)")
-    p.add_argument("--light", type=int, default=8, help="light closed-loop clients")
-    p.add_argument("--duration", type=float, default=30.0, help="seconds per phase")
-    p.add_argument("--max-requests", type=int, default=2000, help="bound per phase")
-    p.add_argument("--burst", type=int, default=16, help="concurrent requests with huge frames")
-    p.add_argument("--burst-size", type=int, default=4096, help="side of the burst's PNG frames")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--quick", action="store_true", help="seconds, not minutes: 2 light clients, small burst")
-    args = p.parse_args(argv)
+    ap = harness.parser("fairness", __doc__)
+    ap.add_argument("--light", type=int, default=8, help="light closed-loop clients")
+    ap.add_argument("--duration", type=float, default=30.0, help="seconds per phase")
+    ap.add_argument("--max-requests", type=int, default=2000, help="bound per phase")
+    args = ap.parse_args(argv)
     if args.quick:
-        args.light, args.duration, args.max_requests, args.burst, args.burst_size = 2, 3.0, 60, 2, 1024
-    model = find_default_model(args.model)
-    if model is None:
-        p.error(f"no model at {args.model}" if args.model else "the shipped default model is missing")
-    server = Server(model, threads=1, micro_batch=True, sessions=args.light + 2)
-    try:
-        with PlanningClient(server.url) as c:
-            health = c.health()["model"]
+        args.light, args.duration, args.max_requests = 2, 3.0, 60
+    burst_requests, burst_side = (2, 1024) if args.quick else BURST
+    model = harness.wall_model(args.model)
+    result = harness.Result("fairness", args)
+    with harness.Server(model, threads=args.threads, options=["--max-sessions", str(max(256, 4 * args.light))]) as server:
+        health = server.get("/health")["model"]
         size, pdim = int(health["image_size"]), int(health["proprio_dim"])
         frames = smooth_frames(16, size, seed=1)
         proprio = [float(size) / 2] * pdim
-        alone = phase(server.url, args.light, args.duration, args.max_requests, frames, proprio, contended=False)
-        contended = phase(server.url, args.light, args.duration, args.max_requests, frames, proprio, contended=True)
-        memory = burst(server, args.burst, args.burst_size, proprio)
-    finally:
-        server.stop()
+        alone = result.add({"phase": "alone", **phase(server.url, args.light, args.duration, args.max_requests,
+                                                      frames, proprio, contended=False)})
+        contended = result.add({"phase": "contended", **phase(server.url, args.light, args.duration,
+                                                              args.max_requests, frames, proprio, contended=True)})
+        memory = result.add({"phase": "burst", **burst(server, burst_requests, burst_side, proprio)})
     ratio = None
     if alone["light"]["p99"] and contended["light"]["p99"]:
         ratio = round(contended["light"]["p99"] / alone["light"]["p99"], 2)
-    result = {"machine": {"cpu": platform.processor() or platform.machine(), "load": _load()},
-              "model": str(model), "light_clients": args.light, "duration_s": args.duration, "heavy_planner": HEAVY,
-              "alone": alone, "contended": contended, "light_p99_ratio": ratio, "target_ratio": 2.0,
-              "burst": memory}
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(f"light p50/p99 alone {alone['light']['p50']}/{alone['light']['p99']} ms, "
-              f"contended {contended['light']['p50']}/{contended['light']['p99']} ms (p99 ratio {ratio}); "
-              f"heavy p50 {contended['heavy']['p50']} ms; errors {contended['errors']}; "
-              f"RSS {memory['rss_before_mb']} -> peak {memory['rss_peak_mb']} -> {memory['rss_after_mb']} MB")
-    return 0
-
-
-def _load() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in __import__("os").getloadavg()]
-    except OSError:
-        return None
+    return result.finish({"model": str(model), "heavy_planner": HEAVY, "light_p99_ratio": ratio, "target_ratio": 2.0,
+                          "rss_before_mb": memory["rss_before_mb"], "rss_peak_mb": memory["rss_peak_mb"],
+                          "rss_after_mb": memory["rss_after_mb"]})
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

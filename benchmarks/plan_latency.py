@@ -1,6 +1,7 @@
 """Plan and replan latency in-process, against a naive reference planner.
 
-    python -m benchmarks.plan_latency [--json] [--quick] [--model PATH] [--threads 2] [--plots DIR]
+    python -m benchmarks.plan_latency [--quick] [--out FILE] [--model PATH] [--threads 1] [--only default|dino]
+                                      [--sweep 25,50,100,200,300] [--episodes 10] [--plots DIR]
 
 Rows:
 
@@ -13,8 +14,8 @@ Rows:
   default architecture with random weights on reachable goals, and says so.
 * closed loop (trained model only, and --quick): what a client sees.
   `client_examples.closed_loop`'s own loop (`envs.episodes`) in-process
-  (`planning.local.LocalClient`, server CPU settings, `--closed-loop-episodes`
-  "near" episodes from `--closed-loop-seed`; a cold plan, then warm-started
+  (`planning.local.LocalClient`, server CPU settings, `--episodes`
+  "near" episodes from seed 3; a cold plan, then warm-started
   replans), timed as the server's `timing_ms` splits a request: `encode`
   (observation, and the goal on a cold plan), `plan` (the planner call and
   the conversion to env units) and their sum (`timing_ms.total` less decoding and HTTP, a few ms: see
@@ -25,7 +26,7 @@ Rows:
   paper's 196 patches x 300 samples take hours per plan, so it is scaled down
   (`--dino-patch-side`, `--dino-samples`, top-k 10% of the samples); every
   per-token width and the iteration budget are kept, and the FLOPs of the
-  full-size plan are extrapolated from the analytic count (benchmarks/flops.py).
+  full-size plan are extrapolated from the analytic count (models/flops.py).
 
 For every row and seed, interleaved in one process on the same weights and
 inputs: our planner (`planning.plan`, early stopping on), the same without
@@ -39,17 +40,17 @@ time and by the fp32 matmul peak measured in the same run (the best
 2048^3 GEMM rate seen at its start and end).
 
 Threads: 1 by default, the count the server should use on a shared small
-box (benchmarks/threads.py: with 2 threads and a competing load a plan
+box (benchmarks/studies/threads.py: with 2 threads and a competing load a plan
 collapses by an order of magnitude). A figure measured with more threads on
 an idle machine is not what a client on a shared machine gets; pass
 --threads to measure another count, and note the load (`machine`).
+
+Rows: `kind` "plan" (one per model and settings), "closed_loop", "sweep";
+the summary holds the headline (the DINO-WM-proportioned row).
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
 import statistics
 import sys
 import time
@@ -58,15 +59,17 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import (QUICK_DINO, Problem, default_arch, dino_wm_config, find_default_model,
-                               load_or_none, machine, percentiles_ms, random_model, reachable_problem,
-                               set_threads, wall_problem)
-from benchmarks.flops import measure_peak, plan_flops
+from benchmarks import harness
+from benchmarks.harness import measure_peak, percentiles_ms
 from benchmarks.naive import naive_plan
-from models import Latent, WorldModel
+from benchmarks.problems import (QUICK_DINO, Problem, default_arch, dino_wm_config, random_model, reachable_problem,
+                                 wall_problem)
+from models import Latent, WorldModel, load_model
+from models.flops import plan_flops
 from models.testing import TINY_CONFIG
 from planning import CEMConfig, plan, warm_start
 
+CLOSED_LOOP_SEED = 3  # the episodes of docs/benchmarks.md's runs of record
 QUALITY_TOLERANCE = 0.05  # ours' mean final objective may exceed the naive planner's by 5 %
 
 
@@ -80,7 +83,7 @@ def _plan(model: WorldModel, z_obs: Latent, z_goal: Latent, cfg: CEMConfig, seed
 def measure_row(name: str, model: WorldModel, problems: list[Problem], cfg: CEMConfig, note: str,
                 naive: bool = True) -> dict[str, Any]:
     """One model and CEM config over several single-request problems (one seed each)."""
-    no_stop = dataclasses.replace(cfg, min_iterations=cfg.opt_steps)  # the rule cannot fire before the end
+    no_stop = harness.planner(cfg, min_iterations=cfg.opt_steps)  # the rule cannot fire before the end
     t_plan, t_replan, t_full, t_naive = [], [], [], []
     its, reasons, loss, loss_full, loss_naive, flops_rate = [], [], [], [], [], []
     traces: dict[str, list] = {"ours": [], "naive": []}
@@ -94,7 +97,7 @@ def measure_row(name: str, model: WorldModel, problems: list[Problem], cfg: CEMC
             reasons.append(res.stop_reason)
             loss.append(res.loss)
             traces["ours"].append(res.loss_trace)
-            flops_rate.append(plan_flops(model.config, cfg, res.iterations, "ours").total / dt)
+            flops_rate.append(plan_flops(model.config, cfg.horizon, cfg.num_samples, res.iterations).total / dt)
             # Replan: one model step executed; the new observation is the model's own prediction of it.
             nxt = model.rollout(z, res.actions[None, :1])
             z_next = Latent(nxt.visual[:, 0], nxt.proprio[:, 0])
@@ -116,7 +119,7 @@ def measure_row(name: str, model: WorldModel, problems: list[Problem], cfg: CEMC
             # asserts equality.
             same_plan.append(bool(torch.allclose(full.actions, ref.actions, rtol=1e-3, atol=1e-3)))
     row: dict[str, Any] = {
-        "name": name, "note": note, "model": model.config.name, "parameters": model.num_parameters(),
+        "kind": "plan", "name": name, "note": note, "model": model.config.name, "parameters": model.num_parameters(),
         "tokens_per_frame": model.config.tokens_per_frame, "token_dim": model.config.token_dim,
         "cem": {k: getattr(cfg, k) for k in ("horizon", "num_samples", "topk", "opt_steps", "objective", "alpha",
                                              "min_iterations", "patience", "min_improvement")},
@@ -153,7 +156,7 @@ def closed_loop_row(model: WorldModel, cfg: CEMConfig, episodes: int, seed: int)
     plan_s = [r["timing_ms"]["plan"] / 1000 for r in replies]
     iterations = [r["iterations"] for r in replies]
     total = [e + p for e, p in zip(encode_s, plan_s)]
-    return {"name": "closed loop (what a client sees)", "episodes": episodes, "seed": seed,
+    return {"kind": "closed_loop", "name": "closed loop (what a client sees)", "episodes": episodes, "seed": seed,
             "cem": {k: getattr(cfg, k) for k in ("horizon", "num_samples", "topk", "opt_steps", "objective", "alpha",
                                                  "min_iterations", "patience", "min_improvement")},
             "requests": len(total), "cold_plans": sum(not r["warm_start"] for r in replies),
@@ -169,7 +172,7 @@ def sweep_samples(model: WorldModel, problems: list[Problem], base: CEMConfig, c
     """Plan latency against num_samples (top-k 10 %), ours and (optionally) naive."""
     out = []
     for s in counts:
-        cfg = dataclasses.replace(base, num_samples=s, topk=max(1, s // 10))
+        cfg = harness.planner(base, **harness.budget(s, base.opt_steps))
         ours, ref = [], []
         for seed, prob in enumerate(problems):
             with torch.inference_mode():
@@ -178,7 +181,7 @@ def sweep_samples(model: WorldModel, problems: list[Problem], base: CEMConfig, c
                 t0 = time.perf_counter()
                 naive_plan(model, prob.pixels, prob.norm_proprio, prob.z_goal, cfg, seeds=[seed])
                 ref.append(time.perf_counter() - t0)
-        out.append({"num_samples": s, "ours_p50_ms": percentiles_ms(ours)["p50_ms"],
+        out.append({"kind": "sweep", "num_samples": s, "ours_p50_ms": percentiles_ms(ours)["p50_ms"],
                     "naive_ms": percentiles_ms(ref)["p50_ms"] if ref else None})
     return out
 
@@ -191,22 +194,22 @@ def plots(result: dict[str, Any], folder: Path) -> list[str]:
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    if result.get("sweep"):
+    sw = [r for r in result["rows"] if r["kind"] == "sweep"]
+    if sw:
         fig, ax = plt.subplots(figsize=(6, 4))
-        sw = result["sweep"]
         xs = [p["num_samples"] for p in sw]
         ax.plot(xs, [p["ours_p50_ms"] for p in sw], "o-", label="ours (early stop on), p50")
         if any(p["naive_ms"] for p in sw):
             ax.plot(xs, [p["naive_ms"] for p in sw], "s--", label="naive reference (all iterations)")
         ax.set(xlabel="num_samples (top-k = 10 %)", ylabel="plan latency [ms]", yscale="log",
-               title=f"{result['sweep_model']}: {result['sweep_cem']}")
+               title=f"{result['summary']['sweep_model']}: paper iterations, early stop on")
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
         fig.savefig(folder / "latency_vs_samples.png", dpi=110)
         written.append(str(folder / "latency_vs_samples.png"))
         plt.close(fig)
-    rows = [r for r in result["rows"] if r["loss_traces"]["naive"]]
+    rows = [r for r in result["rows"] if r["kind"] == "plan" and r["loss_traces"]["naive"]]
     if rows:
         fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 4), squeeze=False)
         for ax, row in zip(axes[0], rows):
@@ -225,44 +228,36 @@ def plots(result: dict[str, Any], folder: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.plan_latency", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--quick", action="store_true", help="tiny models and settings: checks the script in seconds")
-    ap.add_argument("--model", help="default model artifact (default: models/default/wall.pt, runs/wall/model.pt)")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (see above: 1 on a shared box)")
-    ap.add_argument("--seeds", type=int, default=5, help="problems (seeds) per default-model row")
-    ap.add_argument("--dino-seeds", type=int, default=3)
+    ap = harness.parser("plan_latency", __doc__)
+    ap.add_argument("--seeds", type=int, default=5, help="problems (seeds) per row (the DINO-WM row: at most 3)")
     ap.add_argument("--dino-patch-side", type=int, default=2, help="patches per side (paper: 14 = 196)")
     ap.add_argument("--dino-samples", type=int, default=30, help="CEM samples (paper: 300)")
     ap.add_argument("--sweep", default="25,50,100,200,300", help="num_samples for the latency sweep ('' = none)")
     ap.add_argument("--only", choices=("default", "dino"), help="run only these rows (no sweep for 'dino')")
-    ap.add_argument("--closed-loop-episodes", type=int, default=10, help="'near' episodes of the closed-loop row")
-    ap.add_argument("--closed-loop-seed", type=int, default=3)
+    ap.add_argument("--episodes", type=int, default=10, help="'near' episodes of the closed-loop row (0: none)")
     ap.add_argument("--plots", type=Path, help="write latency_vs_samples.png and loss_vs_iteration.png here")
     args = ap.parse_args(argv)
-    set_threads(args.threads)
+    result = harness.Result("plan_latency", args)
     peak = measure_peak(512 if args.quick else 2048, 2 if args.quick else 5)
-    rows, notes = [], []
+    notes = []
 
     if args.quick:
         default, note = random_model(TINY_CONFIG), "tiny random model (--quick)"
     else:
-        path = find_default_model(args.model)
-        default = load_or_none(path)
+        path = harness.find_model(args.model)
+        default = None if path is None else load_model(path, device="cpu")
         note = f"trained artifact {path}, wall-environment 'near' tasks"
         if default is None:
             msg = ("no trained default model (models/default/wall.pt, runs/wall/model.pt; --model PATH): the "
                    "trained-model row is skipped; the default architecture runs with random weights instead")
             notes.append(msg)
-            print(msg, file=sys.stderr)
+            harness.log.warning(msg)
             default, note = random_model(default_arch()), "default architecture (configs/wall.json), RANDOM weights, reachable goals"
     trained = "trained" in note
     # What the server plans with for this model: the device's preset, the artifact's recommendations on top.
-    paper, cpu = CEMConfig.for_model(default, "cuda"), CEMConfig.for_model(default, "cpu")
-    if args.quick:
-        paper = dataclasses.replace(paper, num_samples=16, topk=4, opt_steps=4, min_iterations=2, patience=1)
-        cpu = dataclasses.replace(cpu, num_samples=8, topk=2, opt_steps=3, min_iterations=2, patience=1)
+    quick_gpu = harness.budget(16, 4, topk=4, min_iterations=2, patience=1) if args.quick else {}
+    quick_cpu = harness.budget(8, 3, topk=2, min_iterations=2, patience=1) if args.quick else {}
+    paper, cpu = harness.planner(default, "cuda", **quick_gpu), harness.planner(default, "cpu", **quick_cpu)
 
     def problems(model: WorldModel, n: int, horizon: int) -> list[Problem]:
         return [wall_problem(model, 1, s) if trained else reachable_problem(model, 1, horizon, s) for s in range(n)]
@@ -271,94 +266,47 @@ def main(argv: list[str] | None = None) -> int:
     probs = problems(default, seeds, paper.horizon)
     for label, cfg in (("server GPU settings (paper)", paper), ("server CPU settings (CPU preset)", cpu)) \
             if args.only != "dino" else ():
-        rows.append(measure_row(f"default model, {label}", default, probs, cfg, note))
-        print(f"done: default model, {label}", file=sys.stderr)
-    closed_loop = None
-    if args.only != "dino" and (trained or args.quick) and args.closed_loop_episodes > 0:
-        closed_loop = closed_loop_row(default, cpu, 1 if args.quick else args.closed_loop_episodes,
-                                      args.closed_loop_seed)
-        print("done: closed loop", file=sys.stderr)
+        result.add(measure_row(f"default model, {label}", default, probs, cfg, note))
+    if args.only != "dino" and (trained or args.quick) and args.episodes > 0:
+        result.add(closed_loop_row(default, cpu, 1 if args.quick else args.episodes, CLOSED_LOOP_SEED))
 
     side, samples = (1, 8) if args.quick else (args.dino_patch_side, args.dino_samples)
     dino = random_model(dino_wm_config(side), **(QUICK_DINO if args.quick else {}))
-    dcfg = dataclasses.replace(CEMConfig.paper(), num_samples=samples, topk=max(1, samples // 10),
-                               **({"opt_steps": 4, "min_iterations": 2, "patience": 1} if args.quick else {}))
+    dcfg = harness.planner(None, **(harness.budget(samples, 4, min_iterations=2, patience=1) if args.quick
+                                    else harness.budget(samples, harness.planner(None).opt_steps)))
     scale = (f"scaled: {dino.config.num_patches} patches ({14 * side} px) instead of 196, {samples} samples / "
              f"top {dcfg.topk} instead of 300 / 30; random weights, reachable goals")
-    dprobs = [reachable_problem(dino, 1, dcfg.horizon, 100 + s) for s in range(1 if args.quick else args.dino_seeds)]
+    dprobs = [reachable_problem(dino, 1, dcfg.horizon, 100 + s) for s in range(1 if args.quick else min(3, args.seeds))]
     if args.only != "default":
-        rows.append(measure_row("DINO-WM-proportioned", dino, dprobs, dcfg, scale))
-        print("done: DINO-WM-proportioned", file=sys.stderr)
+        result.add(measure_row("DINO-WM-proportioned", dino, dprobs, dcfg, scale))
 
-    sweep = []
     counts = [int(x) for x in args.sweep.split(",") if x] if not args.quick else [8, 16]
     if counts and args.only != "dino":
-        sweep = sweep_samples(default, probs[:3], paper, counts, naive=True)
+        for point in sweep_samples(default, probs[:3], paper, counts, naive=True):
+            result.add(point)
     peak_end = measure_peak(512 if args.quick else 2048, 2 if args.quick else 5)
     best = max(peak["peak_flops"], peak_end["peak_flops"])  # conservative: the best GEMM seen in this run
+    rows = [r for r in result.rows if r["kind"] == "plan"]
     for r in rows:
         r["fraction_of_peak"] = round(r["achieved_gflops"] * 1e9 / best, 3)
     d = rows[-1]  # the headline: the DINO-WM-proportioned row, unless --only default
-    full = dino_wm_config(14)
-    extrap = plan_flops(full, CEMConfig.paper(), round(d["iterations_mean"]), "ours").total
-    result = {
-        "machine": machine(), "notes": notes, "quality_tolerance": QUALITY_TOLERANCE,
-        "peak_gflops": {"best": round(best / 1e9, 2),
-                        "median_start": round(peak["median_flops"] / 1e9, 2),
+    full, paper_cfg = dino_wm_config(14), harness.planner(None)
+    extrap = plan_flops(full, paper_cfg.horizon, paper_cfg.num_samples, round(d["iterations_mean"])).total
+    naive = plan_flops(full, paper_cfg.horizon, paper_cfg.num_samples, paper_cfg.opt_steps, "dino_wm").total
+    summary = {
+        "notes": notes, "quality_tolerance": QUALITY_TOLERANCE,
+        "peak_gflops": {"best": round(best / 1e9, 2), "median_start": round(peak["median_flops"] / 1e9, 2),
                         "median_end": round(peak_end["median_flops"] / 1e9, 2)},
-        "rows": rows, "closed_loop": closed_loop, "sweep": sweep, "sweep_model": rows[0]["model"], "sweep_cem": "paper iterations, early stop on",
-        "headline_row": d["name"], "speedup_vs_naive": d.get("speedup_vs_naive"),
+        "sweep_model": default.config.name, "headline_row": d["name"], "speedup_vs_naive": d.get("speedup_vs_naive"),
         "equal_quality": d.get("equal_quality"), "fraction_of_peak": d["fraction_of_peak"],
         "dino_wm_full_size_extrapolation": {
-            "iterations": round(d["iterations_mean"]),
-            "plan_tflop_ours": round(extrap / 1e12, 1),
-            "plan_tflop_naive": round(plan_flops(full, CEMConfig.paper(), 30, "naive").total / 1e12, 1),
+            "iterations": round(d["iterations_mean"]), "plan_tflop_ours": round(extrap / 1e12, 1),
+            "plan_tflop_naive": round(naive / 1e12, 1),
             "hours_at_achieved_rate": round(extrap / (d["achieved_gflops"] * 1e9) / 3600, 2)},
     }
     if args.plots:
-        result["plots"] = plots(result, args.plots)
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    _print(result)
-    return 0
-
-
-def _print(result: dict[str, Any]) -> None:
-    m = result["machine"]
-    print(f"{m['cpu']}, {m['logical_cores']} cores, torch {m['torch']}, {m['torch_threads']} threads, "
-          f"load {m['load_average_1m']}; fp32 matmul peak {result['peak_gflops']} GFLOP/s")
-    for note in result["notes"]:
-        print(f"NOTE: {note}")
-    for r in result["rows"]:
-        print(f"\n{r['name']} ({r['note']}); CEM {r['cem']}")
-        print(f"  plan   p50 {r['plan']['p50_ms']:9.1f} ms  p95 {r['plan']['p95_ms']:9.1f} ms   "
-              f"iterations {r['iterations']} ({', '.join(sorted(set(r['stop_reasons'])))})")
-        print(f"  replan p50 {r['replan']['p50_ms']:9.1f} ms  p95 {r['replan']['p95_ms']:9.1f} ms")
-        print(f"  no early stop p50 {r['no_early_stop']['p50_ms']:9.1f} ms: early stopping saves "
-              f"{100 * r['early_stop_saving']:.0f}%")
-        if "naive" in r:
-            print(f"  naive  p50 {r['naive']['p50_ms']:9.1f} ms  -> speedup x{r['speedup_vs_naive']} "
-                  f"(x{r['speedup_no_early_stop']} without early stop)")
-        fo = r["final_objective"]
-        print(f"  final objective: ours {fo['ours']:.5g}, no early stop {fo['ours_no_early_stop']:.5g}, "
-              f"naive {fo.get('naive', float('nan')):.5g}; equal quality: {r.get('equal_quality')}")
-        print(f"  {r['achieved_gflops']} GFLOP/s = {100 * r['fraction_of_peak']:.1f}% of the best matmul rate")
-    c = result.get("closed_loop")
-    if c:
-        print(f"\n{c['name']}: {c['episodes']} near episodes from seed {c['seed']}, {c['requests']} requests "
-              f"({c['cold_plans']} cold), success {c['success_rate']:.0%}; CEM {c['cem']}")
-        print(f"  encode + plan p50 {c['encode_plus_plan']['p50_ms']:9.1f} ms  p95 {c['encode_plus_plan']['p95_ms']:9.1f} ms"
-              f"   (plan {c['plan']['p50_ms']} ms, encode {c['encode']['p50_ms']} ms; the client's own clock "
-              f"{c['client_round_ms']['p50_ms']} ms); iterations mean {c['iterations_mean']}, "
-              f"{c['iterations_at_max']} at the maximum")
-    for p in result["sweep"]:
-        print(f"  sweep: {p['num_samples']:4d} samples: ours {p['ours_p50_ms']} ms, naive {p['naive_ms']} ms")
-    x = result["dino_wm_full_size_extrapolation"]
-    print(f"\nDINO-WM full size (196 patches, 300 samples, {x['iterations']} iterations): {x['plan_tflop_ours']} TFLOP ours vs "
-          f"{x['plan_tflop_naive']} naive; {x['hours_at_achieved_rate']} h at the achieved rate")
-    print(f"{result['headline_row']}: speedup_vs_naive {result['speedup_vs_naive']} (equal quality: {result['equal_quality']}), "
-          f"fraction_of_peak {result['fraction_of_peak']}")
+        summary["plots"] = plots({"rows": result.rows, "summary": summary}, args.plots)
+    return result.finish(summary)
 
 
 if __name__ == "__main__":

@@ -1,84 +1,31 @@
 """Throughput and latency of the same closed-loop load on one process and on Ray Serve replicas.
 
-    python -m benchmarks.ray_scale [--model PATH] [--clients 8] [--duration 30] [--replicas 1 2] [--json] [--quick]
+    python -m benchmarks.ray_scale [--model PATH] [--clients 8] [--duration 30] [--replicas 1 2] [--out FILE] [--quick]
 
 For each configuration (`python -m server`, then `python -m server.ray
---replicas N` for each N), started on 127.0.0.1 with one torch thread per
-replica, K clients run stateless MPC loops (plan, then replans that carry the
+--replicas N` for each N), started on 127.0.0.1 by `benchmarks.harness.Server` with one torch thread per
+replica (--threads), K clients run stateless MPC loops (plan, then replans that carry the
 `mpc_state` token, resending the goal when a replica asks for it) for
 --duration seconds or --max-requests requests, whichever comes first.
 Reports requests/s, round-trip p50/p99, the replicas that served and the
 409 `mpc_state.goal_unknown` count. On a 2-core machine two CPU replicas
 share two cores: the figure says what Ray costs and what it cannot add here,
-not what it adds on a GPU per replica.
+not what it adds on a GPU per replica. One row per deployment.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import socket
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import ROOT, find_default_model, smooth_frames
+from benchmarks import harness
+from benchmarks.problems import smooth_frames
 from wm_client import PlanningClient, PlanningError
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Deployment:
-    """`python -m server` (replicas=0) or `python -m server.ray --replicas N` on 127.0.0.1."""
-
-    def __init__(self, model: Path, replicas: int) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        common = ["--model", str(model), "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu",
-                  "--torch-threads", "1", "--log-level", "warning"]
-        if replicas == 0:
-            cmd = [sys.executable, "-m", "server", *common]
-        else:
-            cmd = [sys.executable, "-m", "server.ray", *common, "--replicas", str(replicas),
-                   "--num-cpus", str(round(1.0 / replicas, 2))]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
-        ready: set[str] = set()
-        deadline = time.monotonic() + 300
-        with PlanningClient(self.url, timeout=10) as c:
-            while len(ready) < max(1, replicas):  # every replica has loaded its model (Ray: 404 until deployed)
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"the server did not get {max(1, replicas)} replicas ready (ready: {ready})")
-                try:
-                    health = c.health()
-                    if health["status"] == "ok":
-                        ready.add(health["replica"])
-                except Exception:  # noqa: BLE001 - not up yet
-                    pass
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, 15)
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, 9)
-            self.proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
 
 
 def load(url: str, clients: int, duration: float, max_requests: int, size: int, proprio_dim: int
@@ -139,42 +86,25 @@ def load(url: str, clients: int, duration: float, max_requests: int, size: int, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, default=None)
-    p.add_argument("--clients", type=int, default=8)
-    p.add_argument("--duration", type=float, default=30.0)
-    p.add_argument("--max-requests", type=int, default=3000)
-    p.add_argument("--replicas", type=int, nargs="+", default=[1, 2], help="Ray replica counts (0: one process)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quick", action="store_true", help="2 clients, 4 s, 1 replica (a smoke run)")
-    args = p.parse_args(argv)
+    ap = harness.parser("ray_scale", __doc__)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--duration", type=float, default=30.0)
+    ap.add_argument("--max-requests", type=int, default=3000)
+    ap.add_argument("--replicas", type=int, nargs="+", default=[1, 2], help="Ray replica counts (0: one process)")
+    args = ap.parse_args(argv)
     if args.quick:
         args.clients, args.duration, args.max_requests, args.replicas = 2, 4.0, 40, [1]
-    model = find_default_model(args.model)
-    if model is None:
-        p.error("no model: pass --model")
-    results: dict[str, Any] = {}
+    model = harness.wall_model(args.model)
+    result = harness.Result("ray_scale", args)
     for replicas in [0, *args.replicas]:
         name = "process" if replicas == 0 else f"ray_{replicas}_replicas"
-        deployment = Deployment(model, replicas)
-        try:
-            with PlanningClient(deployment.url) as c:
-                info = c.health()["model"]
-            results[name] = load(deployment.url, args.clients, args.duration, args.max_requests,
-                                 int(info["image_size"]), int(info["proprio_dim"]))
-        finally:
-            deployment.stop()
-    out = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                       "load": [round(x, 2) for x in os.getloadavg()]},
-           "model": str(model), "clients": args.clients, "duration_s": args.duration, "results": results}
-    if args.json:
-        print(json.dumps(out, indent=2))
-    else:
-        for name, r in results.items():
-            print(f"{name:>20}: {r['throughput_rps']} req/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
-                  f"replicas {len(r['served_by'])}, errors {r['errors']}")
-    return 0
+        with harness.Server(model, threads=args.threads, replicas=replicas, ready_timeout=300) as server:
+            info = server.get("/health")["model"]
+            result.add({"deployment": name, "replicas": replicas, **load(
+                server.url, args.clients, args.duration, args.max_requests, int(info["image_size"]),
+                int(info["proprio_dim"]))})
+    return result.finish({"model": str(model), **{r["deployment"]: r["throughput_rps"] for r in result.rows}})
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -1,12 +1,13 @@
 """Load on the planning server: concurrent MPC sessions, latency, overhead, memory.
 
-    python -m benchmarks.server_load [--url URL | --model PATH] --sessions 16 --duration 60 [--format raw|png]
-                                     [--max-requests N] [--threads 2] [--no-compare] [--json] [--quick]
+    python -m benchmarks.server_load [--url URL | --model PATH] [--sessions 16] [--duration 60] [--format raw|png]
+                                     [--max-requests N] [--threads 1] [--no-compare] [--out FILE] [--quick]
 
 Without --url it starts the server itself (`python -m server`, 127.0.0.1 on
-a free port, CPU) with the given model; without --model, the shipped default,
-else runs/wall/model.pt, else the default architecture with random weights
-(written to a temporary file, and said so). --url must point at localhost.
+a free port, CPU; `benchmarks.harness.Server`) with the given model; without
+--model, the shipped default, else runs/wall/model.pt, else the default
+architecture with random weights (written to a temporary file, and said so).
+--url must point at localhost.
 
 1. Overhead: one session, requests one after the other, 224x224 uint8 frames
    as raw msgpack arrays and as PNG, with a one-iteration planner so that the
@@ -23,16 +24,15 @@ else runs/wall/model.pt, else the default architecture with random weights
    growth = end vs. after the first 10% of the run).
 3. Unless --no-compare (or --url), the load phase runs twice, with the
    server's micro-batching on and off.
+
+Rows: one per overhead format (`phase: "overhead"`) and per load phase
+(`phase: "load"`); the summary holds the micro-batching throughput gain.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,17 +40,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 from PIL import Image
 
-from benchmarks.common import DEFAULT_THREADS, ROOT, default_arch, find_default_model, random_model, smooth_frames
+from benchmarks import harness
+from benchmarks.problems import smooth_frames
 from wm_client import PlanningClient, PlanningError
 
 FRAME = 224
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
-CHEAP_PLANNER = {"num_samples": 8, "topk": 2, "opt_steps": 1, "min_iterations": 1}
+CHEAP_PLANNER = harness.budget(8, 1, topk=2, min_iterations=1)
+OVERHEAD_REQUESTS = 40  # sequential requests per frame format in the overhead phase
 
 
 @dataclass
@@ -60,45 +60,6 @@ class Sample:
     round_trip_s: float
     timing: dict[str, float] | None  # the server's timing_ms; None on error
     error: str | None = None
-
-
-# Server -------------------------------------------------------------------------
-class Server:
-    """`python -m server` in a subprocess on 127.0.0.1, stopped by its own pid."""
-
-    def __init__(self, model: Path, threads: int, micro_batch: bool, sessions: int) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        cmd = [sys.executable, "-m", "server", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
-               "--device", "cpu", "--torch-threads", str(threads), "--log-level", "warning",
-               "--max-sessions", str(max(256, 4 * sessions)),
-               "--micro-batch" if micro_batch else "--no-micro-batch"]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        with PlanningClient(self.url) as c:
-            try:
-                c.wait_ready(timeout=180)
-            except (TimeoutError, PlanningError):
-                self.stop()
-                raise
-
-    def rss(self) -> int | None:
-        try:
-            pages = int(Path(f"/proc/{self.proc.pid}/statm").read_text().split()[1])
-        except (OSError, ValueError, IndexError):
-            return None
-        import resource
-
-        return pages * resource.getpagesize()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
 
 
 def _stats_rss(url: str) -> int | None:
@@ -257,108 +218,57 @@ def _mb(value: int | None) -> float | None:
 
 
 # Main ---------------------------------------------------------------------------
-def _model_path(explicit: str | None, quick: bool, tmp: Path) -> tuple[Path, str]:
-    if quick:
-        from models.testing import save_tiny_model
-
-        return save_tiny_model(tmp / "tiny.pt"), "tiny random model (--quick)"
-    found = find_default_model(explicit)
-    if found is not None:
-        return found, str(found)
-    from models import save_model
-
-    path = save_model(random_model(default_arch()), tmp / "default-arch-random.pt",
-                      metadata={"kind": "benchmark stand-in: default architecture, random weights"})
-    return path, "default architecture (configs/wall.json) with RANDOM weights: no trained default model found"
-
-
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks.common import machine
-
-    result: dict[str, Any] = {"machine": machine(), "server_torch_threads": args.threads, "phases": []}
-    duration, sessions = (1.0, 2) if args.quick else (args.duration, args.sessions)
-    n_overhead = 3 if args.quick else args.overhead_requests
-    if args.url:
-        host = urlparse(args.url).hostname
-        if host not in LOCAL_HOSTS:
-            raise SystemExit(f"--url must be on localhost ({sorted(LOCAL_HOSTS)}); got {host!r}")
-        with PlanningClient(args.url) as c:
-            health = c.wait_ready(timeout=60)
-        result["model"] = health["model"]["name"]
-        pd = int(health["model"]["proprio_dim"])
-        result["overhead"] = [overhead(args.url, f, n_overhead, pd) for f in ("raw", "png")]
-        result["phases"].append({"micro_batch": "as configured", **load(
-            args.url, sessions, duration, args.max_requests, args.format, pd, lambda: _stats_rss(args.url))})
-        return result
-    with tempfile.TemporaryDirectory() as tmp:
-        model, label = _model_path(args.model, args.quick, Path(tmp))
-        result["model"] = label
-        modes = [True] if (args.no_compare or args.quick) else [True, False]
-        for micro in modes:
-            server = Server(model, args.threads, micro, sessions)
-            try:
-                with PlanningClient(server.url) as c:
-                    pd = int(c.health()["model"]["proprio_dim"])
-                if "overhead" not in result:
-                    result["overhead"] = [overhead(server.url, f, n_overhead, pd) for f in ("raw", "png")]
-                with PlanningClient(server.url) as c:
-                    before = c.stats()["planner"]
-                phase = load(server.url, sessions, duration, args.max_requests, args.format, pd, server.rss)
-                with PlanningClient(server.url) as c:
-                    after = c.stats()["planner"]
-                batches = after["batches"] - before["batches"]
-                plans = after["plans"] - before["plans"]
-                iterations = (after["mean_iterations"] or 0) * after["plans"] - (before["mean_iterations"] or 0) * before["plans"]
-                phase.update(micro_batch=micro, batches=batches,
-                             mean_batch_requests=round(plans / batches, 2) if batches else None,
-                             mean_iterations=round(iterations / plans, 2) if plans else None)
-                result["phases"].append(phase)
-            finally:
-                server.stop()
-    if len(result["phases"]) == 2:
-        on, off = result["phases"]
-        result["micro_batch_throughput_gain"] = round(on["throughput_rps"] / off["throughput_rps"], 2)
-    return result
+def _batching(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Batches, requests per batch and mean iterations between two /stats planner sections."""
+    batches = after["batches"] - before["batches"]
+    plans = after["plans"] - before["plans"]
+    iterations = (after["mean_iterations"] or 0) * after["plans"] - (before["mean_iterations"] or 0) * before["plans"]
+    return {"batches": batches, "mean_batch_requests": round(plans / batches, 2) if batches else None,
+            "mean_iterations": round(iterations / plans, 2) if plans else None}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.server_load", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    where = ap.add_mutually_exclusive_group()
-    where.add_argument("--url", help="a running server on localhost (not started or stopped here)")
-    where.add_argument("--model", help="model artifact for the server started here")
+    ap = harness.parser("server_load", __doc__)
+    ap.add_argument("--url", help="a running server on localhost (not started or stopped here; instead of --model)")
     ap.add_argument("--sessions", type=int, default=16)
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of load per phase")
     ap.add_argument("--max-requests", type=int, default=20_000, help="bound on requests per load phase")
     ap.add_argument("--format", choices=("raw", "png"), default="raw", help="frame format of the load phase")
-    ap.add_argument("--overhead-requests", type=int, default=40)
-    ap.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="the server's torch threads")
     ap.add_argument("--no-compare", action="store_true", help="load with micro-batching on only")
-    ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--quick", action="store_true", help="tiny model, 2 sessions, 2 s: checks the script")
     args = ap.parse_args(argv)
-    result = run(args)
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    m = result["machine"]
-    print(f"{m['cpu']}, {m['logical_cores']} cores, torch {m['torch']}, server torch threads "
-          f"{result['server_torch_threads']}, load {m['load_average_1m']}; model: {result['model']}")
-    for o in result["overhead"]:
-        print(f"overhead, {o['format']:3s} 224x224 ({o['frame_bytes']} B): round trip {o['round_trip_ms']} ms, "
-              f"server decode {o['server_decode_ms']} ms, encode {o['server_encode_ms']} ms, plan "
-              f"{o['server_plan_ms']} ms -> round trip - plan {o['round_trip_minus_plan_ms']} ms, "
-              f"- encode {o['overhead_ms']} ms (server non-model {o['server_non_model_ms']} ms, outside the "
-              f"server's clock {o['outside_server_ms']} ms; GET /health {o['health_round_trip_ms']} ms)")
-    for p in result["phases"]:
-        print(f"load, micro-batch {p['micro_batch']}: {p['sessions']} sessions x {p['duration_s']} s, "
-              f"{p['requests']} requests, {p['errors']} errors {p['errors_by_code'] or ''}, "
-              f"{p['throughput_rps']} req/s, p50/p95/p99 {p['p50_ms']}/{p['p95_ms']}/{p['p99_ms']} ms "
-              f"(p99/p50 {p['p99_over_p50']}), batch {p.get('mean_batch_requests')}, RSS {p['rss_mb']} MB "
-              f"(growth {p['rss_growth']})")
-    if "micro_batch_throughput_gain" in result:
-        print(f"micro-batching throughput gain: x{result['micro_batch_throughput_gain']}")
-    return 0
+    if args.url and args.model:
+        ap.error("--url and --model exclude each other")
+    duration, sessions = (1.0, 2) if args.quick else (args.duration, args.sessions)
+    n_overhead = 3 if args.quick else OVERHEAD_REQUESTS
+    result = harness.Result("server_load", args)
+    if args.url:
+        url = harness.require_local(args.url)
+        with PlanningClient(url) as c:
+            health = c.wait_ready(timeout=60)
+        pd = int(health["model"]["proprio_dim"])
+        for f in ("raw", "png"):
+            result.add({"phase": "overhead", **overhead(url, f, n_overhead, pd)})
+        result.add({"phase": "load", "micro_batch": "as configured",
+                    **load(url, sessions, duration, args.max_requests, args.format, pd, lambda: _stats_rss(url))})
+        return result.finish({"model": health["model"]["name"]})
+    with tempfile.TemporaryDirectory() as tmp:
+        model, label = harness.server_model(args.model, args.quick, Path(tmp))
+        for micro in [True] if (args.no_compare or args.quick) else [True, False]:
+            options = ["--max-sessions", str(max(256, 4 * sessions)), "--micro-batch" if micro else "--no-micro-batch"]
+            with harness.Server(model, threads=args.threads, options=options) as server:
+                pd = int(server.get("/health")["model"]["proprio_dim"])
+                if not any(r["phase"] == "overhead" for r in result.rows):
+                    for f in ("raw", "png"):
+                        result.add({"phase": "overhead", **overhead(server.url, f, n_overhead, pd)})
+                before = server.get("/stats")["planner"]
+                phase = load(server.url, sessions, duration, args.max_requests, args.format, pd, server.rss)
+                result.add({"phase": "load", "micro_batch": micro, **phase,
+                            **_batching(before, server.get("/stats")["planner"])})
+    loads = [r for r in result.rows if r["phase"] == "load"]
+    gain = round(loads[0]["throughput_rps"] / loads[1]["throughput_rps"], 2) if len(loads) == 2 else None
+    return result.finish({"model": label, "server_torch_threads": args.threads, "micro_batch_throughput_gain": gain,
+                          "throughput_rps": loads[0]["throughput_rps"], "p50_ms": loads[0]["p50_ms"],
+                          "p99_ms": loads[0]["p99_ms"]})
 
 
 if __name__ == "__main__":

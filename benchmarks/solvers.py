@@ -1,8 +1,8 @@
 """Success per compute: every solver in closed loop on the wall task, at several budgets.
 
     python -m benchmarks.solvers [--goals near far] [--episodes 20] [--cells cem_paper icem_100x15 ...]
-                                 [--out FILE.jsonl] [--quick] [--plot PNG] [--table] --from FILE.jsonl ...
-    python -m benchmarks.solvers --study std [--problems 16]   # biased vs unbiased elite std, 30 iterations
+                                 [--out FILE.json] [--quick]
+    python -m benchmarks.solvers --report FILE ... [--plot PNG]   # a markdown table (and plot) of results
 
 Each cell is a planner config (a method and a budget) run through the real
 planner (`planning.plan`, in-process, one torch thread) on the shipped wall
@@ -14,33 +14,31 @@ or the step budget. Reported per cell: success rate, mean model steps, plan
 latency p50/p95 (LocalClient's `timing_ms.total`: encode + plan + conversion
 to env units; a cold plan also encodes its goal), mean iterations, stop
 reasons, and analytic GFLOPs per plan: forward
-rollouts x `rollout_flops(..., "ours")`, plus backward-pass rollouts
-(gradient solvers, out-of-place rollout, "before") x 3 (forward + a backward
-of about twice its cost), plus one encoder pass for the observation.
+rollouts x `models.flops.rollout_flops(..., "cached")`, plus backward-pass
+rollouts (gradient solvers, out-of-place rollout, "recompute") x 3 (forward +
+a backward of about twice its cost), plus one encoder pass for the observation.
 
-Every cell line is appended to --out as soon as it is done (a long run
-leaves what it measured). --quick: 1 episode, tiny budgets, for the test.
+One row per cell; --out is rewritten after every cell (a long run leaves
+what it measured). --report reads results (and the JSON-lines files of
+earlier runs in docs/benchmarks/). --quick: 1 episode, tiny budgets, for the test.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import ROOT, machine, set_threads, wall_model_or_say_why
-from benchmarks.flops import encoder_flops, rollout_flops
+from benchmarks import harness
 from envs.episodes import wall_episodes
 from envs.tasks import WALL_BUDGETS as BUDGETS
 from models import WorldModel, load_model
-from planning import CEMConfig, plan
+from models.flops import encoder_flops, rollout_flops
+from planning import CEMConfig
 from planning.local import LocalClient
 
 # name -> overrides of the model's paper-settings config (horizon 5, the model's objective and alpha).
@@ -70,8 +68,8 @@ QUICK = {"num_samples": 8, "topk": 2, "opt_steps": 2, "min_iterations": 2, "grad
 def gflops(model: WorldModel, cfg: CEMConfig, rollouts: int, grad_rollouts: int) -> float:
     """Analytic GFLOPs of one plan that scored ``rollouts`` forward and ``grad_rollouts`` backward sequences."""
     c = model.config
-    fwd = rollout_flops(c, cfg.horizon, "ours").total
-    grad = 3 * rollout_flops(c, cfg.horizon, "before").total
+    fwd = rollout_flops(c, cfg.horizon, "cached").total
+    grad = 3 * rollout_flops(c, cfg.horizon, "recompute").total
     return (rollouts * fwd + grad_rollouts * grad + encoder_flops(c)) / 1e9
 
 
@@ -95,34 +93,9 @@ def run_cell(model: WorldModel, name: str, cfg: CEMConfig, goals: str, episodes:
         "mean_iterations": statistics.fmean(r["iterations"] for r in rec),
         "plan_ms_p50": float(np.percentile(ms, 50)), "plan_ms_p95": float(np.percentile(ms, 95)),
         "stop_reasons": stops, "wall_s": round(time.perf_counter() - t0, 1),
-        "load_average_1m": machine()["load_average_1m"],
+        "load_average_1m": harness.load_average()[0],
         "config": {k: v for k, v in cfg.to_dict().items() if k in CELLS.get(name, {}) or k in ("objective", "alpha")},
     }
-
-
-def std_study(model: WorldModel, problems: int, seed: int) -> dict[str, Any]:
-    """Open loop, paper settings (30 iterations, no early stop), the same problems and seeds
-    with the biased (ours) and unbiased (DINO-WM) elite std: paired final objectives."""
-    from benchmarks.common import wall_problem
-
-    prob = wall_problem(model, problems, seed)
-    base = replace(CEMConfig.for_model(model, "cuda"), min_improvement=0.0)
-    seeds = [seed * 1000 + i for i in range(problems)]
-    out: dict[str, list[float]] = {}
-    for name, cfg in (("biased_floor", base), ("unbiased_floor", replace(base, elite_std="unbiased")),
-                      ("unbiased_nofloor", replace(base, elite_std="unbiased", min_std=0.0))):
-        res = plan(model, prob.z_obs, prob.z_goal, cfg, seeds=seeds)
-        out[name] = [r.loss for r in res]
-    ref = np.asarray(out["biased_floor"])
-    summary: dict[str, Any] = {"study": "elite_std", "problems": problems, "iterations": base.opt_steps,
-                               "load_average_1m": machine()["load_average_1m"]}
-    for name, losses in out.items():
-        d = np.asarray(losses) - ref
-        summary[name] = {"mean_final_objective": float(np.mean(losses)),
-                         "mean_diff_vs_biased": float(d.mean()),
-                         "diff_95ci": float(1.96 * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None,
-                         "wins_vs_biased": int((d < 0).sum())}
-    return summary
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -169,59 +142,32 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.solvers", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="artifact (default: the shipped wall model)")
+    ap = harness.parser("solvers", __doc__)
     ap.add_argument("--goals", nargs="+", choices=sorted(BUDGETS), default=["near"])
     ap.add_argument("--cells", nargs="+", choices=sorted(CELLS), default=sorted(CELLS))
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, help="append one JSON line per cell")
-    ap.add_argument("--quick", action="store_true", help="1 episode, tiny budgets: checks the code path only")
-    ap.add_argument("--study", choices=["std"], help="the elite-std study instead of closed loop")
-    ap.add_argument("--problems", type=int, default=16)
-    ap.add_argument("--plot", type=Path, help="write the success-vs-GFLOP plot from --from files and exit")
-    ap.add_argument("--table", action="store_true", help="print a markdown table from --from files and exit")
-    ap.add_argument("--from", dest="sources", nargs="*", type=Path, default=[])
+    ap.add_argument("--report", nargs="+", type=Path, help="print a markdown table of these results and exit")
+    ap.add_argument("--plot", type=Path, help="with --report: also write the success-vs-GFLOP plot here")
     args = ap.parse_args(argv)
-    if args.plot or args.table:
-        rows = [json.loads(line) for p in args.sources for line in p.read_text().splitlines() if line.strip()]
-        rows = [r for r in rows if "cell" in r]
+    if args.report:
+        rows = [r for r in harness.read_rows(args.report) if "cell" in r]
         if args.plot:
             plot(rows, args.plot)
-        if args.table:
-            print(table(rows))
+        print(table(rows))
         return 0
-    set_threads(args.threads)
-    path = wall_model_or_say_why(args.model)
-    if path is None:
-        return 1
+    path = harness.wall_model(args.model)
+    result = harness.Result("solvers", args)
     model = load_model(path, device="cpu")
-    print(json.dumps({"machine": machine(), "model": str(path.relative_to(ROOT) if path.is_relative_to(ROOT)
-                                                         else path)}), flush=True)
-    if args.study == "std":
-        rows = [std_study(model, 2 if args.quick else args.problems, args.seed)]
-    else:
-        base = CEMConfig.for_model(model, "cuda")  # paper settings + the model's objective and alpha
-        rows = []
-        for goals in args.goals:
-            for name in args.cells:
-                cfg = replace(base, **CELLS[name])
-                if args.quick:
-                    cfg = replace(cfg, **{k: v for k, v in QUICK.items() if k != "topk" or cfg.topk > v})
-                rows.append(run_cell(model, name, cfg, goals, 1 if args.quick else args.episodes, args.seed))
-                line = json.dumps(rows[-1])
-                print(line, flush=True)
-                if args.out:
-                    with args.out.open("a") as f:
-                        f.write(line + "\n")
-    if args.study:
-        print(json.dumps(rows[0]), flush=True)
-        if args.out:
-            with args.out.open("a") as f:
-                f.write(json.dumps(rows[0]) + "\n")
-    return 0
+    base = harness.planner(model, "cuda")  # paper settings + the model's objective and alpha
+    for goals in args.goals:
+        for name in args.cells:
+            cfg = harness.planner(base, **CELLS[name])
+            if args.quick:
+                cfg = harness.planner(cfg, **{k: v for k, v in QUICK.items() if k != "topk" or cfg.topk > v})
+            result.add(run_cell(model, name, cfg, goals, 1 if args.quick else args.episodes, args.seed))
+    return result.finish({"model": str(path.relative_to(harness.ROOT) if path.is_relative_to(harness.ROOT) else path),
+                          "success_rate": {f"{r['goals']}/{r['cell']}": r["success_rate"] for r in result.rows}})
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """stable-worldmodel's solvers in the same closed loop, on the same model and tasks, as ours.
 
     python -m benchmarks.swm_peer [--goals near far] [--episodes 20] [--cells swm_cem_100x15 ...]
-                                  [--out FILE.jsonl] [--quick]
-    python -m benchmarks.solvers --table --from docs/benchmarks/solvers_near.jsonl docs/benchmarks/swm_near.jsonl
+                                  [--out FILE.json] [--quick]
+    python -m benchmarks.solvers --report docs/benchmarks/solvers_near.jsonl docs/benchmarks/swm_near.jsonl
 
 `stable-worldmodel` (PyPI; its `solver/` package: CEM, iCEM, MPPI, gradient
 descent behind one `solve(info_dict, init_action)` interface) plans on the
@@ -40,11 +40,9 @@ registered without running that `__init__`. --quick: 1 episode, tiny budgets.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import importlib.util
-import json
 import statistics
 import sys
 import time
@@ -54,11 +52,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import ROOT, machine, set_threads, wall_model_or_say_why
-from benchmarks.flops import encoder_flops, rollout_flops
+from benchmarks import harness
 from envs.episodes import wall_episodes
 from envs.tasks import WALL_BUDGETS as BUDGETS
 from models import Latent, WorldModel, load_model
+from models.flops import encoder_flops, rollout_flops
 from planning import CEMConfig, objective
 from planning.evaluate import Evaluator
 from planning.gradient import differentiable_rollout
@@ -211,14 +209,14 @@ def make_solver(solvers: types.ModuleType, name: str, cost: WallCost, model: Wor
 
 def run_cell(model: WorldModel, solvers: types.ModuleType, name: str, goals: str, episodes: int, seed: int,
              quick: bool) -> dict[str, Any]:
-    cfg = CEMConfig.for_model(model, "cuda")  # only the objective, alpha and base are used: the model's own
+    cfg = harness.planner(model, "cuda")  # only the objective, alpha and base are used: the model's own
     cost = WallCost(model, cfg)
     solver, shown = make_solver(solvers, name, cost, model, seed, quick)
     planner = SWMPlanner(model, solver, cost)
     t0 = time.perf_counter()
     outcomes = list(wall_episodes(SWMClient(planner), episodes, seed, goals))
     c = model.config
-    fwd, grad = rollout_flops(c, HORIZON, "ours").total, 3 * rollout_flops(c, HORIZON, "before").total
+    fwd, grad = rollout_flops(c, HORIZON, "cached").total, 3 * rollout_flops(c, HORIZON, "recompute").total
     rec = planner.records
     gf = [(r["rollouts"] * fwd + r["grad_rollouts"] * grad + encoder_flops(c)) / 1e9 for r in rec]
     ms = [r["ms"] for r in rec]
@@ -231,7 +229,7 @@ def run_cell(model: WorldModel, solvers: types.ModuleType, name: str, goals: str
         "plans": len(rec), "gflops_per_plan": statistics.fmean(gf), "mean_iterations": float(shown["n_steps"]),
         "plan_ms_p50": float(np.percentile(ms, 50)), "plan_ms_p95": float(np.percentile(ms, 95)),
         "stop_reasons": {"max_iterations": len(rec)}, "wall_s": round(time.perf_counter() - t0, 1),
-        "load_average_1m": machine()["load_average_1m"],
+        "load_average_1m": harness.load_average()[0],
         "config": {**shown, "objective": cfg.objective, "alpha": cfg.alpha, "package": _version()},
     }
 
@@ -246,37 +244,23 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.swm_peer", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="artifact (default: the shipped wall model)")
+    ap = harness.parser("swm_peer", __doc__)
     ap.add_argument("--goals", nargs="+", choices=sorted(BUDGETS), default=["near"])
     ap.add_argument("--cells", nargs="+", choices=sorted(CELLS), default=list(DEFAULT_CELLS))
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=str, help="append one JSON line per cell")
-    ap.add_argument("--quick", action="store_true", help="1 episode, tiny budgets: checks the code path only")
     args = ap.parse_args(argv)
     solvers = import_solvers()
     if solvers is None:
         print("stable-worldmodel is not installed: pip install --no-deps stable-worldmodel loguru", file=sys.stderr)
         return 2
-    set_threads(args.threads)
-    path = wall_model_or_say_why(args.model)
-    if path is None:
-        return 1
+    path = harness.wall_model(args.model)
+    result = harness.Result("swm_peer", args)
     model = load_model(path, device="cpu")
-    print(json.dumps({"machine": machine(), "model": str(path.relative_to(ROOT) if path.is_relative_to(ROOT)
-                                                         else path), "peer": _version()}), flush=True)
     for goals in args.goals:
         for name in args.cells:
-            row = run_cell(model, solvers, name, goals, 1 if args.quick else args.episodes, args.seed, args.quick)
-            line = json.dumps(row)
-            print(line, flush=True)
-            if args.out:
-                with open(args.out, "a") as f:
-                    f.write(line + "\n")
-    return 0
+            result.add(run_cell(model, solvers, name, goals, 1 if args.quick else args.episodes, args.seed, args.quick))
+    return result.finish({"model": str(path), "peer": _version()})
 
 
 if __name__ == "__main__":

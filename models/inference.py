@@ -13,7 +13,7 @@ fp32 whatever the model computes in.
 `torch.autocast` (matmuls in `dtype`, reductions such as LayerNorm and
 softmax in fp32 where autocast's op lists say so); "cast" converts the
 weights and the inputs to `dtype` and runs everything in it. Measured on
-this project's CPU (`benchmarks.precision`, docs/gpu.md) the two could not be
+this project's CPU (`benchmarks.studies.precision`, docs/gpu.md) the two could not be
 told apart: about 1 % median relative change of the default model's losses
 and >= 90 % of the fp32 elites kept by both, and equal speed within noise
 (both emulated there, several times slower than fp32). The default is

@@ -7,8 +7,8 @@
 #
 # 1. installs what it needs (scripts/setup.sh: .venv with a CUDA torch and the test extras);
 # 2. runs the test suite with WM_TEST_DEVICE=cuda (model tests on the GPU), recording the summary;
-# 3. benchmarks the default model (benchmarks.precision: fp32, bf16, fp16, compiled; agreement with
-#    fp32; closed loop) and the DINO-WM-size model (benchmarks.dino_size: native and imported
+# 3. benchmarks the default model (benchmarks.studies.precision: fp32, bf16, fp16, compiled; agreement with
+#    fp32; closed loop) and the DINO-WM-size model (benchmarks.studies.dino_size: native and imported
 #    artifacts, paper settings, through the real server) in fp32 and bf16;
 # 4. writes ONE JSON with the device name and every figure (default device_check.json).
 #
@@ -72,9 +72,9 @@ if [ "$SKIP_TESTS" = 0 ]; then
         --junitxml "$WORK/junit.xml" "${TESTS[@]}" >"$WORK/tests.log" 2>&1
     echo $? >"$WORK/tests.rc"
 fi
-run_step precision "$PY" -m benchmarks.precision --json --device "$DEV" "${QUICK[@]}"
+run_step precision "$PY" -m benchmarks.studies.precision --device "$DEV" "${QUICK[@]}"
 for dtype in fp32 bf16; do
-    run_step "dino_size_$dtype" "$PY" -m benchmarks.dino_size --json --device "$DEV" --dtype "$dtype" "${QUICK[@]}"
+    run_step "dino_size_$dtype" "$PY" -m benchmarks.studies.dino_size --device "$DEV" --dtype "$dtype" "${QUICK[@]}"
 done
 
 "$PY" - "$WORK" "$OUT" "$MODE" <<'EOF'

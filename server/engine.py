@@ -311,23 +311,11 @@ class Engine:
         return rollouts * self.rollout_gflop(config.horizon)
 
     def rollout_gflop(self, horizon: int) -> float:
-        """GFLOPs of one sample's rollout over ``horizon`` steps (matmuls only).
+        """GFLOPs of one sample's rollout over ``horizon`` steps: ``models.flops.rollout_gflop``,
+        the FLOP model the benchmarks count with (matmuls only, as ``WorldModel.rollout`` runs)."""
+        from models.flops import rollout_gflop
 
-        Per predicted frame, every predictor block runs its projections and MLP
-        over the tokens it computes and attends over the window's tokens: the
-        first ``num_hist`` steps extend a cached window (one frame's tokens
-        computed), later steps recompute the sliding window.
-        """
-        c = self.model.config
-        p, d = c.tokens_per_frame, c.token_dim
-        inner = c.heads * c.dim_head
-        per_token = 2 * (3 * d * inner + inner * d + 2 * d * c.mlp_dim)  # qkv, out, MLP
-        flops = 0
-        for t in range(horizon):
-            window = min(t + 1, c.num_hist) * p  # tokens attended to
-            computed = p if t < c.num_hist else window  # tokens run through the blocks
-            flops += c.depth * computed * (per_token + 2 * 2 * window * inner)  # + QK^T and AV
-        return flops / 1e9
+        return rollout_gflop(self.model.config, horizon)
 
     # -- identity and health ------------------------------------------------------
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from benchmarks import solvers, swm_peer
-from benchmarks.common import find_default_model, reachable_problem
-from benchmarks.flops import encoder_flops, rollout_flops
+from benchmarks.harness import find_model
+from benchmarks.problems import reachable_problem
+from models.flops import encoder_flops, rollout_flops
 from models import load_model
 from models.testing import tiny_model
 from planning import CEMConfig, objective
@@ -57,21 +58,21 @@ def test_gradient_cost_reaches_the_actions_and_not_the_weights(swm):
 
 
 def test_quick_closed_loop_rows_join_the_solvers_table(swm, tmp_path, capsys):
-    if find_default_model(None) is None:
+    if find_model(None) is None:
         pytest.skip("no shipped wall model")
     cells = ["swm_icem_50x10", "swm_gd_4x15"]
-    out = tmp_path / "swm.jsonl"
+    out = tmp_path / "swm.json"
     assert swm_peer.main(["--quick", "--cells", *cells, "--out", str(out)]) == 0
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = json.loads(out.read_text())["rows"]
     assert [r["cell"] for r in rows] == cells
     assert [r["method"] for r in rows] == ["swm-icem", "swm-gradient"]
     for r in rows:
         assert 0.0 <= r["success_rate"] <= 1.0 and r["plans"] >= 1 and r["plan_ms_p50"] > 0
     # the gradient solver's plans are priced as 4 sequences x 2 steps of forward + backward, plus one encoding
-    c = load_model(find_default_model(None)).config
-    want = (4 * 2 * 3 * rollout_flops(c, 5, "before").total + encoder_flops(c)) / 1e9
+    c = load_model(find_model(None)).config
+    want = (4 * 2 * 3 * rollout_flops(c, 5, "recompute").total + encoder_flops(c)) / 1e9
     assert rows[1]["gflops_per_plan"] == pytest.approx(want)
     capsys.readouterr()
-    assert solvers.main(["--table", "--from", str(out)]) == 0
+    assert solvers.main(["--report", str(out)]) == 0
     table = capsys.readouterr().out
     assert all(f"`{c}`" in table for c in cells)

@@ -2,7 +2,7 @@
 shipped default model and wall-environment problems (trained weights: elite sets
 and losses mean something).
 
-Tolerances, from `python -m benchmarks.precision` (docs/gpu.md): on wall problems bf16
+Tolerances, from `python -m benchmarks.studies.precision` (docs/gpu.md): on wall problems bf16
 autocast kept 90-100 % of the fp32 top-10 elites of the same 100 samples, changed the
 samples' losses by about 1 % (median; at most 1.3 % for one problem), the fp32 plan's
 loss by at most 4.4 %, and plans made in bf16 scored within 3.4 % of the fp32 plans'
@@ -18,7 +18,7 @@ import logging
 import pytest
 import torch
 
-from benchmarks.common import wall_problem
+from benchmarks.problems import wall_problem
 from models import InferenceConfig, load_model, save_model
 from models.testing import tiny_model
 from planning import PlannerConfig, objective, plan
@@ -61,7 +61,7 @@ def test_reduced_precision_keeps_the_elites_and_the_loss_of_a_plan(fp32, problem
         elites = set(low.topk(cem.topk, largest=False).indices.tolist())
         assert len(elites32 & elites) / cem.topk >= ELITE_OVERLAP, (i, elites32, elites)
     if dtype != "bf16":
-        return  # fp16 plans: benchmarks/precision.py (reduced precision is emulated, slowly, on this CPU)
+        return  # fp16 plans: benchmarks/studies/precision.py (reduced precision is emulated, slowly, on this CPU)
     # the same plan scored by both models; a plan made in bf16 scored in fp32
     cem = dataclasses.replace(cem, max_iterations=6)
     z, g = problems.z_obs.index(slice(0, 1)), problems.z_goal.index(slice(0, 1))
@@ -90,7 +90,7 @@ def test_cast_strategy_converts_weights_and_still_returns_fp32(fp32, problems, t
 def test_compiled_rollout_gives_the_eager_plan(test_device):
     # the "eager" backend runs Dynamo's graph capture without generating kernels: the
     # compiled path (dynamic batch, both rollout branches) in seconds on the tiny model;
-    # inductor takes minutes on this CPU and is measured in benchmarks/precision.py
+    # inductor takes minutes on this CPU and is measured in benchmarks/studies/precision.py
     eager = tiny_model(seed=4).to(test_device)
     compiled = tiny_model(seed=4).to(test_device).configure_inference(
         InferenceConfig(compile=True, compile_backend="eager", compile_horizons=(4,)))

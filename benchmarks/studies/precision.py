@@ -1,6 +1,11 @@
 """Reduced precision and torch.compile against fp32, on the shipped default model.
 
-    python -m benchmarks.precision [--json] [--quick] [--episodes 20] [--problems 8] [--threads 1] [--no-compile]
+    python -m benchmarks.studies.precision [--quick] [--out FILE] [--episodes 20] [--problems 4] [--threads 1]
+                                           [--device cpu|cuda] [--no-compile]
+
+A study: the CPU findings are in docs/gpu.md and docs/benchmarks.md
+(section 6); it is kept for the GPU run those pages still ask for. One row
+per variant: speed, agreement with fp32, closed-loop success.
 
 For each inference variant (models/inference.py): fp32, bf16 autocast, bf16
 cast, fp16 autocast, fp32 compiled (inductor):
@@ -22,9 +27,6 @@ reduced precision is emulated and much slower: the figures say so.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
 import statistics
 import sys
 import time
@@ -32,7 +34,8 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import machine, set_threads, wall_problem
+from benchmarks import harness
+from benchmarks.problems import wall_problem
 from models import InferenceConfig, WorldModel, load_model
 from planning import CEMConfig, objective, plan
 
@@ -110,54 +113,40 @@ def closed_loop(model: WorldModel, episodes: int, seed: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.precision", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--quick", action="store_true", help="2 problems, 2 episodes, eager-backend compile")
+    ap = harness.parser("studies.precision", __doc__)
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--problems", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled variant")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
-    set_threads(args.threads)
     variants = dict(VARIANTS)
     if args.no_compile:
         variants.pop("fp32-compiled")
     elif args.quick:
         variants["fp32-compiled"] = InferenceConfig(compile=True, compile_backend="eager")
     n_prob, episodes, rounds = (2, 2, 1) if args.quick else (args.problems, args.episodes, args.rounds)
-    load_before = machine()["load_average_1m"]
+    result = harness.Result("precision", args, device=args.device)
+    path = harness.wall_model(args.model)
     models, load_s = {}, {}
     for name, cfg in variants.items():
         t0 = time.perf_counter()
-        models[name] = load_model(None, device=args.device, inference=cfg)
+        models[name] = load_model(path, device=args.device, inference=cfg)
         load_s[name] = round(time.perf_counter() - t0, 1)
     ref = models["fp32"]
-    cem = CEMConfig.for_model(ref, ref.device.type)
-    if args.quick:
-        cem = dataclasses.replace(cem, opt_steps=2, num_samples=20, topk=4)
+    cem = harness.planner(ref, ref.device.type, **(harness.budget(20, 2, topk=4) if args.quick else {}))
     problems = wall_problem(ref, n_prob, seed=0)
-    result: dict[str, Any] = {"machine": machine(), "load_average_1m_start": load_before, "cem": cem.to_dict(),
-                              "problems": n_prob, "episodes": episodes, "load_seconds": load_s,
-                              "speed": speed(models, problems, cem, rounds), "agreement": {}, "closed_loop": {}}
-    print(json.dumps({"speed": result["speed"], "load_seconds": load_s}), file=sys.stderr, flush=True)
+    speeds = speed(models, problems, cem, rounds)
     for name, m in models.items():
+        row = {"variant": name, "inference": m.describe()["inference"], "load_seconds": load_s[name], **speeds[name]}
         if name != "fp32":
-            result["agreement"][name] = agreement(ref, m, problems, cem, plans=name in PLANS)
-            print(json.dumps({"agreement": {name: result["agreement"][name]}}), file=sys.stderr, flush=True)
-        result["inference"] = {k: v.describe()["inference"] for k, v in models.items()}
-    for name in CLOSED_LOOP:
-        if name in models:
-            result["closed_loop"][name] = closed_loop(models[name], episodes, seed=0)
-            print(json.dumps({"closed_loop": {name: result["closed_loop"][name]}}), file=sys.stderr, flush=True)
-    result["load_average_1m_end"] = machine()["load_average_1m"]
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    print(json.dumps(result, indent=1))
-    return 0
+            row["agreement"] = agreement(ref, m, problems, cem, plans=name in PLANS)
+        if name in CLOSED_LOOP:
+            row["closed_loop"] = closed_loop(m, episodes, seed=0)
+        result.add(row)
+    return result.finish({"cem": cem.to_dict(), "problems": n_prob, "episodes": episodes,
+                          "closed_loop_success": {r["variant"]: r["closed_loop"]["success_rate"]
+                                                  for r in result.rows if "closed_loop" in r}})
 
 
 if __name__ == "__main__":

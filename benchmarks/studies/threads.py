@@ -1,10 +1,14 @@
 """The server's intra-op thread count under a competing CPU load.
 
-    python -m benchmarks.threads [--model PATH] [--threads default,1,2] [--load 2] [--rounds 5]
-                                 [--concurrent 100] [--json] [--quick]
+    python -m benchmarks.studies.threads [--model PATH] [--settings default,1,2] [--load 2] [--rounds 5]
+                                         [--concurrent 100] [--out FILE] [--quick]
 
-Starts one real server per setting (`python -m server --device cpu`, on
-127.0.0.1, a free port; `default` passes no `--torch-threads`, i.e. torch's
+A study: its finding (one thread per two usable cores; docs/benchmarks.md,
+"Threads") is the server's default now (`server/settings.py`); run it to
+check the rule on another machine.
+
+Starts one real server per setting (`benchmarks.harness.Server`: `python -m
+server --device cpu` on 127.0.0.1, a free port; `default` passes no `--torch-threads`, i.e. torch's
 default of one thread per core) and `--load` busy processes of its own, each
 a single-threaded numpy matmul loop, for the whole run: the situation of a
 shared small box, where the model's OpenMP threads wait for each other at
@@ -28,12 +32,8 @@ their own pids at the end. Localhost only.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import logging
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,16 +46,16 @@ import httpx
 import msgpack
 import numpy as np
 
-from benchmarks.common import ROOT, find_default_model, machine
+from benchmarks import harness
+from benchmarks.harness import Server
+from benchmarks.problems import smooth_frames
 from wm_client import MSGPACK, PlanningClient, PlanningError
-
-log = logging.getLogger(__name__)
 
 # One core's worth of work per process: BLAS pinned to one thread, so each
 # burner is exactly one runnable thread competing with the server.
 _BURN = "import numpy as np\na = np.random.rand(384, 384)\nwhile True:\n    a = (a @ a) / 384.0\n"
 # --quick: a plan of a few ms, so that even a collapsing thread setting answers in seconds.
-QUICK_PLANNER = {"num_samples": 8, "topk": 2, "opt_steps": 2, "min_iterations": 1}
+QUICK_PLANNER = harness.budget(8, 2, topk=2, min_iterations=1)
 _ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
@@ -82,36 +82,6 @@ class Burners:
                 p.wait(timeout=10)
 
 
-class Server:
-    """`python -m server` on 127.0.0.1 with `threads` intra-op threads (None: not passed)."""
-
-    def __init__(self, model: Path, threads: int | None, max_sessions: int) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self.threads = threads
-        cmd = [sys.executable, "-m", "server", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
-               "--device", "cpu", "--log-level", "warning", "--max-sessions", str(max_sessions)]
-        if threads is not None:
-            cmd += ["--torch-threads", str(threads)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def wait_ready(self, timeout: float) -> dict[str, Any]:
-        with PlanningClient(self.url) as c:
-            return c.wait_ready(timeout=timeout)
-
-    def stop(self) -> None:
-        if self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
 def _label(threads: int | None) -> str:
     return "default" if threads is None else str(threads)
 
@@ -125,15 +95,13 @@ def _parse_threads(text: str) -> list[int | None]:
         elif item.isdigit() and int(item) >= 1:
             out.append(int(item))
         else:
-            raise SystemExit(f"--threads item {item!r}: expected 'default' or an integer >= 1")
+            raise SystemExit(f"--settings item {item!r}: expected 'default' or an integer >= 1")
     return out
 
 
 def plan_body(image_size: int, proprio_dim: int, seed: int, planner: dict[str, Any] | None = None) -> bytes:
     """One msgpack /plan body, as PlanningClient sends it: raw uint8 frames of image-like
     smooth noise at the model's size, random proprio, a fixed seed (the same plan on every server)."""
-    from benchmarks.common import smooth_frames
-
     rng = np.random.default_rng(seed)
     obs, goal = smooth_frames(2, image_size, seed)
     proprio = rng.uniform(-1, 1, proprio_dim) if proprio_dim else None
@@ -215,59 +183,47 @@ def _ms(seconds: float) -> float:
     return round(1000 * seconds, 1)
 
 
-def _model(explicit: str | None, quick: bool, tmp: Path) -> tuple[Path, str]:
-    if quick:
-        from models.testing import save_tiny_model
-
-        return save_tiny_model(tmp / "tiny.pt"), "tiny random model (--quick)"
-    found = find_default_model(explicit)
-    if found is None:
-        raise SystemExit("no model artifact: pass --model PATH (the shipped default is models/default/wall.pt)")
-    return found, str(found)
-
-
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    settings = _parse_threads(args.threads)
+def run(args: Any, result: harness.Result) -> None:
+    settings = _parse_threads(args.settings)
     n_load, rounds, n_conc = (1, 2, 4) if args.quick else (args.load, args.rounds, args.concurrent)
-    result: dict[str, Any] = {"machine": machine(), "threads": [_label(t) for t in settings],
-                              "load_processes": n_load, "rounds": rounds, "concurrent_requests": n_conc,
-                              "planner": "the server's default for the model" if not args.quick else QUICK_PLANNER}
+    summary: dict[str, Any] = {"threads": [_label(t) for t in settings], "load_processes": n_load, "rounds": rounds,
+                               "concurrent_requests": n_conc,
+                               "planner": "the server's default for the model" if not args.quick else QUICK_PLANNER}
     with tempfile.TemporaryDirectory() as tmp:
-        model, result["model"] = _model(args.model, args.quick, Path(tmp))
-        servers = [Server(model, t, max_sessions=max(256, 4 * n_conc)) for t in settings]
+        model, summary["model"] = harness.server_model(args.model, args.quick, Path(tmp))
+        servers: list[Server] = []
         burners = None
         try:
-            healths = [s.wait_ready(timeout=args.start_timeout) for s in servers]
-            log.info("%d servers ready (threads %s)", len(servers), result["threads"])
-            m = healths[0]["model"]
-            body = plan_body(int(m["image_size"]), int(m["proprio_dim"]), seed=args.seed,
+            for t in settings:
+                servers.append(Server(model, threads=t, options=["--max-sessions", str(max(256, 4 * n_conc))],
+                                      ready_timeout=180.0))
+            health = servers[0].get("/health")["model"]
+            body = plan_body(int(health["image_size"]), int(health["proprio_dim"]), seed=0,
                              planner=QUICK_PLANNER if args.quick else None)
             for s in servers:  # one untimed plan each, before the load starts: first-call costs
                 with httpx.Client(base_url=s.url, timeout=args.request_timeout) as http:
                     _post(http, body)
             burners = Burners(n_load)
-            result["load_pids"] = burners.pids
+            summary["load_pids"] = burners.pids
             time.sleep(1.0)  # let the burners reach steady state
-            result["uptime_load_before"] = [round(x, 2) for x in os.getloadavg()]
-            result["single"] = single(servers, body, rounds, args.request_timeout)
-            log.info("single plans done: %s", {k: v["round_trip_p50_ms"] for k, v in result["single"].items()})
-            result["concurrent"] = {}
+            summary["load_average_with_burners"] = harness.load_average()
+            single_rows = single(servers, body, rounds, args.request_timeout)
             for s in servers:
                 label = _label(s.threads)
                 with PlanningClient(s.url) as c:
-                    result["single"][label]["server_torch_threads"] = _server_threads(c)
-                result["concurrent"][label] = concurrent(s, body, n_conc, args.request_timeout)
-                log.info("%d concurrent plans, threads %s: %.1f s", n_conc, label, result["concurrent"][label]["wall_s"])
+                    threads = _server_threads(c)
+                conc = concurrent(s, body, n_conc, args.request_timeout)
                 # A server whose clients timed out keeps planning their requests (issue 11, item 3):
                 # stop it now, so that its leftover work does not load the next setting's phase.
                 s.stop()
-            result["uptime_load_after"] = [round(x, 2) for x in os.getloadavg()]
+                result.add({"threads": label, "server_torch_threads": threads, **single_rows[label],
+                            "concurrent": conc})
         finally:
             if burners is not None:
                 burners.stop()
             for s in servers:
                 s.stop()
-    return result
+    result.data["summary"] = summary
 
 
 def _server_threads(client: PlanningClient) -> int | None:
@@ -280,37 +236,18 @@ def _server_threads(client: PlanningClient) -> int | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.threads", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="model artifact (default: models/default/wall.pt, runs/wall/model.pt)")
-    ap.add_argument("--threads", default="default,1,2", help="comma-separated settings; 'default' = flag not passed")
+    ap = harness.parser("studies.threads", __doc__)
+    ap.add_argument("--settings", default="default,1,2", help="comma-separated server thread counts; "
+                    "'default' = --torch-threads not passed")
     ap.add_argument("--load", type=int, default=2, help="busy single-threaded processes competing for the cores")
     ap.add_argument("--rounds", type=int, default=5, help="sequential plans per setting")
     ap.add_argument("--concurrent", type=int, default=100, help="plans sent at once per setting")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--request-timeout", type=float, default=120.0, help="client timeout per request, seconds")
-    ap.add_argument("--start-timeout", type=float, default=180.0, help="seconds for a server to load its model")
-    ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--quick", action="store_true",
-                    help="tiny model, a few-ms planner, 1 load process, 2 rounds, 4 concurrent: checks the script")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
-    result = run(args)
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    m = result["machine"]
-    print(f"{m['cpu']}, {m['logical_cores']} cores, torch {m['torch']}; model {result['model']}; "
-          f"{result['load_processes']} busy processes; load average {result['uptime_load_before']} -> "
-          f"{result['uptime_load_after']}")
-    for label, row in result["single"].items():
-        conc = result["concurrent"][label]
-        print(f"threads {label:>7s} (server reports {row['server_torch_threads']}): single plan p50 "
-              f"{row['round_trip_p50_ms']} ms round trip, {row['server_plan_p50_ms']} ms planning "
-              f"(iterations {row['iterations']}, errors {len(row['errors'])}); {conc['requests']} concurrent: "
-              f"{conc['wall_s']} s wall, p50 {conc['p50_ms']} ms, errors {len(conc['errors'])}")
-    return 0
+    _parse_threads(args.settings)  # refuse a bad setting before starting anything
+    result = harness.Result("threads", args)
+    run(args, result)
+    return result.finish(result.data["summary"])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """A DINO-WM-size model through the whole product: artifact, import, server, planner.
 
-    python -m benchmarks.dino_size [--json] [--quick] [--device cpu|cuda] [--dtype fp32|bf16|fp16]
-        [--samples N] [--plan-iterations N] [--patch-side 14] [--threads 1] [--no-server] [--out-dir DIR]
+    python -m benchmarks.studies.dino_size [--quick] [--out FILE] [--device cpu|cuda] [--dtype fp32|bf16|fp16]
+        [--compile] [--samples N] [--plan-iterations N] [--threads 1] [--no-server] [--work-dir DIR]
+
+A study: the CPU findings are in docs/gpu.md and docs/benchmarks.md
+(section 6); it is kept for the GPU run those pages still ask for.
 
 Two artifacts of DINO-WM's size (DINOv2 ViT-S/14 on 224 px frames resized to
 196 px: 196 patches; predictor width 404, depth 6, 16 heads x 64, MLP 2048,
@@ -16,12 +19,13 @@ Two artifacts of DINO-WM's size (DINOv2 ViT-S/14 on 224 px frames resized to
 For each, in-process on `--device` at `--dtype`: encode of one frame, one
 rollout of `--samples` samples chunked from the memory budget (the planner's
 evaluator), one CEM iteration and a plan of `--plan-iterations` iterations,
-each with analytic GFLOP (benchmarks/flops.py), GFLOP/s and the fraction of
+each with analytic GFLOP (models/flops.py), GFLOP/s and the fraction of
 the matmul peak measured in the same run on the same device and dtype, and
 peak memory (CPU: the process's max RSS; CUDA: max_memory_allocated per
 phase). Then the native artifact is served by the real server
-(`python -m server` as a subprocess on 127.0.0.1) and a plan is timed
-through HTTP, with the server's own timing and /stats.
+(`benchmarks.harness.Server`) and a plan is timed through HTTP, with the
+server's own timing and /stats. Rows: one per artifact and phase, and the
+server's.
 
 Defaults: the paper's 300 samples and 30 iterations on CUDA. On a CPU a
 paper-settings DINO-WM-size plan takes hours (0.78 PFLOP of matmuls with
@@ -33,26 +37,23 @@ DINO-WM-shaped model small enough for a test (not a measurement).
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
-import os
 import resource
-import socket
-import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.common import QUICK_DINO, ROOT, dino_wm_config, machine, random_model, set_threads, smooth_frames
-from benchmarks.flops import encoder_flops, plan_flops, rollout_flops
+from benchmarks import harness
+from benchmarks.problems import QUICK_DINO, dino_wm_config, random_model, smooth_frames
 from models import InferenceConfig, WorldModel, WorldModelConfig, load_model, save_model
-from planning import CEMConfig, plan
+from models.flops import encoder_flops, plan_flops, rollout_flops
+from planning import plan
 from planning.evaluate import Evaluator
 
 
@@ -110,20 +111,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def peak_gemm(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 5) -> float:
-    """Best FLOP/s of a size^3 matmul on the device in `dtype` (the matmul peak)."""
-    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
-    torch.mm(a, b)
-    _sync(device)
-    best = 0.0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        _sync(device)
-        best = max(best, 2 * size ** 3 / (time.perf_counter() - t0))
-    return best
-
-
 class Phase:
     """Wall time and peak memory of one measured phase."""
 
@@ -154,7 +141,7 @@ def _row(phase: Phase, flops: int, peak: float) -> dict[str, Any]:
 
 def measure_model(model: WorldModel, samples: int, plan_iterations: int, peak: float, seed: int = 0) -> dict[str, Any]:
     c, dev = model.config, model.device
-    cem = dataclasses.replace(CEMConfig.paper(), num_samples=samples, topk=max(1, samples // 10))
+    cem = harness.planner(None, **harness.budget(samples, plan_iterations))
     frames = torch.from_numpy(smooth_frames(2, c.image_size, seed))
     proprio = torch.zeros(2, c.proprio_dim)
     out: dict[str, Any] = {"name": c.name, "parameters": model.num_parameters(),
@@ -170,122 +157,86 @@ def measure_model(model: WorldModel, samples: int, plan_iterations: int, peak: f
         req = torch.zeros(1, dtype=torch.long, device=dev)
         with Phase(dev) as ph:
             evaluate(req, actions.to(dev))
-        out["rollout"] = {**_row(ph, rollout_flops(c, cem.horizon, "ours").total * samples, peak),
+        out["rollout"] = {**_row(ph, rollout_flops(c, cem.horizon).total * samples, peak),
                           "samples": samples, "chunk": evaluate.chunk,
                           "bytes_per_sample_estimate": model.rollout_bytes_per_sample(cem.horizon)}
-        one = dataclasses.replace(cem, opt_steps=1, min_iterations=1)
+        one = harness.planner(cem, **harness.budget(samples, 1, min_iterations=1))
         with Phase(dev) as ph:
             (res,) = plan(model, z_obs, z_goal, one, seeds=[seed])
-        out["cem_iteration"] = _row(ph, plan_flops(c, one, 1, "ours").total, peak)
-        full = dataclasses.replace(cem, opt_steps=plan_iterations, min_iterations=min(5, plan_iterations))
+        out["cem_iteration"] = _row(ph, plan_flops(c, one.horizon, samples, 1).total, peak)
+        full = harness.planner(cem, min_iterations=min(5, plan_iterations))
         with Phase(dev) as ph:
             (res,) = plan(model, z_obs, z_goal, full, seeds=[seed])
-        out["plan"] = {**_row(ph, plan_flops(c, full, res.iterations, "ours").total, peak),
+        out["plan"] = {**_row(ph, plan_flops(c, full.horizon, samples, res.iterations).total, peak),
                        "iterations": res.iterations, "stop_reason": res.stop_reason, "loss": round(res.loss, 6)}
     return out
 
 
 # The real server ---------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def measure_server(path: Path, device: str, samples: int, iterations: int, threads: int,
                    timeout: float) -> dict[str, Any]:
     """Serve `path` with `python -m server` and time plans through HTTP."""
     from wm_client import PlanningClient
 
-    port = _free_port()
-    topk = max(1, samples // 10)
-    cmd = [sys.executable, "-m", "server", "--model", str(path), "--host", "127.0.0.1", "--port", str(port),
-           "--device", device, "--no-warmup", "--torch-threads", str(threads), "--log-level", "warning",
-           "--max-num-samples", str(max(samples, 300))]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        client = PlanningClient(f"http://127.0.0.1:{port}", timeout=timeout)
-        t0 = time.perf_counter()
-        health = client.wait_ready(timeout=timeout)
-        ready_s = time.perf_counter() - t0
+    options = ["--no-warmup", "--max-num-samples", str(max(samples, 300))]
+    with harness.Server(path, threads=threads, device=device, options=options, ready_timeout=timeout) as server, \
+            PlanningClient(server.url, timeout=timeout) as client:
+        health = client.health()
         size = int(health["model"]["image_size"])
         frames = smooth_frames(2, size, 0)
         proprio = np.zeros(int(health["model"]["proprio_dim"]), dtype=np.float32)
         rows = {}
         for name, its in (("cem_iteration", 1), ("plan", iterations)):
-            planner = {"num_samples": samples, "topk": topk, "opt_steps": its, "min_iterations": min(5, its)}
+            planner = harness.budget(samples, its, min_iterations=min(5, its))
             t0 = time.perf_counter()
             reply = client.plan(frames[0], frames[1], proprio, proprio, seed=0, planner=planner)
             rows[name] = {"client_seconds": round(time.perf_counter() - t0, 4), "server_timing_ms": reply.get("timing_ms"),
                           "iterations": reply.get("iterations"), "stop_reason": reply.get("stop_reason")}
-        stats = client.stats()
-        client.close()
-        return {"ready_seconds": round(ready_s, 2), **rows, "stats_device": stats.get("device"),
+        return {"ready_seconds": round(server.ready_seconds, 2), **rows, "stats_device": client.stats().get("device"),
                 "stats_provenance": (health.get("model") or {}).get("stats_provenance")}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.dino_size", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--quick", action="store_true", help="a tiny DINO-WM-shaped model: checks the script")
+    ap = harness.parser("studies.dino_size", __doc__, model=False)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     ap.add_argument("--compile", action="store_true", help="torch.compile the rollout")
     ap.add_argument("--samples", type=int, help="samples per rollout/iteration (default: 300 on CUDA, 8 on CPU)")
     ap.add_argument("--plan-iterations", type=int, help="iterations of the timed plan (default: 30 CUDA, 2 CPU)")
-    ap.add_argument("--patch-side", type=int, default=14, help="patches per side (14: DINO-WM's 196)")
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-server", action="store_true", help="skip the HTTP measurement")
-    ap.add_argument("--no-import", action="store_true", help="skip the imported DINO-WM-format run")
-    ap.add_argument("--out-dir", type=Path, help="where the artifacts go (default: a temporary folder)")
-    ap.add_argument("--server-timeout", type=float, default=3600.0)
+    ap.add_argument("--work-dir", type=Path, help="where the artifacts go (default: a temporary folder)")
     args = ap.parse_args(argv)
-    set_threads(args.threads)
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     samples = args.samples or (4 if args.quick else 300 if gpu else 8)
     iterations = args.plan_iterations or (2 if args.quick or not gpu else 30)
-    cfg = dino_wm_config(2 if args.quick else args.patch_side)
-    if args.quick:
-        cfg = dataclasses.replace(cfg, **QUICK_DINO)
+    cfg = replace(dino_wm_config(2), **QUICK_DINO) if args.quick else dino_wm_config(14)
     inference = InferenceConfig(dtype=args.dtype, compile=args.compile)
-    paper = CEMConfig.paper()
-    result: dict[str, Any] = {
-        "machine": machine(), "device": torch.cuda.get_device_name(device) if gpu else "cpu",
-        "dtype": args.dtype, "compile": args.compile, "samples": samples, "plan_iterations": iterations,
-        "model_config": cfg.name, "quick": args.quick,
-        "paper_plan_pflop": round(plan_flops(cfg, paper, paper.opt_steps, "ours").total / 1e15, 4),
+    paper = harness.planner(None)
+    result = harness.Result("dino_size", args, device=torch.cuda.get_device_name(device) if gpu else "cpu")
+    summary: dict[str, Any] = {
+        "samples": samples, "plan_iterations": iterations, "model_config": cfg.name,
+        "paper_plan_pflop": round(plan_flops(cfg, paper.horizon, paper.num_samples, paper.opt_steps).total / 1e15, 4),
         "note": None if gpu or (samples >= 300 and iterations >= 30) else
         "CPU run: fewer samples and iterations than the paper's 300 x 30 (hours on this CPU); rates are comparable, "
         "times are not"}
+    size = 512 if args.quick else 2048
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.out_dir or Path(tmp)
+        root = args.work_dir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        paths = {"native": native_artifact(cfg, root / "native.pt")}
-        if not args.no_import:
-            paths["imported"] = imported_artifact(cfg, root / "dino_wm_run")
-        result["peak_gflops"] = round(peak_gemm(device, inference.torch_dtype, 512 if args.quick else 2048) / 1e9, 2)
-        peak = result["peak_gflops"] * 1e9
-        result["models"] = {}
+        paths = {"native": native_artifact(cfg, root / "native.pt"),
+                 "imported": imported_artifact(cfg, root / "dino_wm_run")}
+        peak = harness.measure_peak(size, device=args.device, dtype=inference.torch_dtype)["peak_flops"]
         for name, path in paths.items():
             model = load_model(path, device=device, inference=inference)
-            result["models"][name] = measure_model(model, samples, iterations, peak)
+            result.add({"artifact": name, **measure_model(model, samples, iterations, peak)})
             del model
-        peak_after = peak_gemm(device, inference.torch_dtype, 512 if args.quick else 2048)
-        result["peak_gflops_after"] = round(peak_after / 1e9, 2)
+        peak_after = harness.measure_peak(size, device=args.device, dtype=inference.torch_dtype)["peak_flops"]
+        summary.update(peak_gflops=round(peak / 1e9, 2), peak_gflops_after=round(peak_after / 1e9, 2))
         if not args.no_server:
-            result["server"] = measure_server(paths["native"], args.device, samples, iterations, args.threads,
-                                              args.server_timeout)
-    result["load_average_1m_end"] = round(os.getloadavg()[0], 2)
-    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
-    return 0
+            result.add({"artifact": "native", "server": measure_server(paths["native"], args.device, samples,
+                                                                       iterations, args.threads, 3600.0)})
+    return result.finish(summary)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: the machine, the models, the problems, percentiles.
+"""What the benchmarks plan on: model configs, random-weight models, problems, frames.
 
 Problems are *reachable*: the goal latent is the model's own rollout of a
 known action sequence from the observation, so a perfect planner reaches
@@ -9,80 +9,21 @@ random ones included.
 from __future__ import annotations
 
 import json
-import os
-import platform
-import sys
-import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from models import DEFAULT_MODEL_PATH, Latent, NormStats, WorldModel, WorldModelConfig, load_model
+from benchmarks.harness import ROOT
+from models import Latent, NormStats, WorldModel, WorldModelConfig
 from models import testing
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_THREADS = 2
-
-
-def set_threads(n: int) -> int:
-    """Fix torch's intra-op threads (recorded with every result)."""
-    torch.set_num_threads(n)
-    return torch.get_num_threads()
-
-
-def machine() -> dict[str, Any]:
-    """CPU model, cores, torch version and threads, load average: printed with every result."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "logical_cores": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "gpu": gpu,
-            "load_average_1m": round(os.getloadavg()[0], 2),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
-
-
-def percentiles_ms(seconds: list[float]) -> dict[str, float]:
-    """p50/p95 (and min) of durations given in seconds, in milliseconds."""
-    ms = np.asarray(seconds) * 1000.0
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
-            "min_ms": round(float(ms.min()), 2), "n": len(ms)}
-
-
-def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    """(fn(*args, **kwargs), wall seconds)."""
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0
 
 
 # Models ------------------------------------------------------------------------
 def default_arch() -> WorldModelConfig:
     """The architecture of the shipped default model (configs/wall.json)."""
     return WorldModelConfig.from_dict(json.loads((ROOT / "configs" / "wall.json").read_text())["model"])
-
-
-def find_default_model(explicit: str | Path | None) -> Path | None:
-    """--model, else the shipped default, else the training run's output; None if none exists."""
-    candidates = [Path(explicit)] if explicit else [DEFAULT_MODEL_PATH, ROOT / "runs" / "wall" / "model.pt"]
-    return next((p for p in candidates if p.is_file()), None)
-
-
-def wall_model_or_say_why(explicit: str | Path | None) -> Path | None:
-    """`find_default_model`, printing to stderr how to get a wall model when there is none."""
-    path = find_default_model(explicit)
-    if path is None:
-        print("no wall model found (models/default/wall.pt); train one with scripts/train_default.sh",
-              file=sys.stderr)
-    return path
 
 
 def dino_wm_config(patch_side: int = 14) -> WorldModelConfig:
@@ -113,10 +54,6 @@ def random_model(cfg: WorldModelConfig, seed: int = 0, **overrides: Any) -> Worl
     """An eval-mode model with random weights (timing does not depend on the weights)."""
     cfg = replace(cfg, **overrides)
     return testing.random_model(cfg, synthetic_stats(cfg), seed)
-
-
-def load_or_none(path: Path | None) -> WorldModel | None:
-    return None if path is None else load_model(path, device="cpu")
 
 
 # Problems ----------------------------------------------------------------------
