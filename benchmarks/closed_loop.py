@@ -1,11 +1,11 @@
 """The wall closed-loop evaluation in-process: `client_examples.closed_loop` without a server.
 
     python -m benchmarks.closed_loop [--model models/default/wall.pt] [--episodes 10] [--seed 3] [--goals near]
-        [--execute 1] [--planner '{"num_samples": 200}'] [--threads 1] [--out FILE]
+        [--execute 1] [--planner '{"cem": {"samples": 200}}'] [--threads 1] [--out FILE]
 
 The same tasks, seeds, episode loop (``envs.episodes`` over
 ``wm_client.ControlLoop``) and episode lines (on stderr) as the example
-client, with ``planning.local.LocalClient`` planning in this process instead
+client, with ``server.local.LocalClient`` planning in this process instead
 of a server (the server's default planner for the model, with --planner
 overrides on top). Its plan latency is the in-process request, without
 decoding, HTTP or queueing. One row per episode; the summary is the
@@ -21,7 +21,7 @@ from benchmarks import harness
 from envs.episodes import wall_episodes, wall_line, wall_summary
 from envs.tasks import WALL_BUDGETS
 from models import load_model
-from planning.local import LocalClient
+from server.local import LocalClient
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--goals", choices=sorted(WALL_BUDGETS), default="near")
     ap.add_argument("--execute", type=int, default=1, help="model steps executed between replans")
-    ap.add_argument("--planner", type=json.loads, help='planner overrides as JSON, e.g. \'{"num_samples": 200}\'')
+    ap.add_argument("--planner", type=json.loads, help='planner overrides as JSON, e.g. \'{"method": "icem", "icem": {"samples": 200}}\'')
     args = ap.parse_args(argv)
     path = harness.wall_model(args.model)
     result = harness.Result("closed_loop", args)

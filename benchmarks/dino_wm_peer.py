@@ -30,7 +30,7 @@ plans every problem, the cells interleaved per problem in a rotating order:
   objective `planning.objectives.create_objective_fn(alpha=1, base=2, mode="last")`;
 * `ours_cem_30`, `ours_cem_10`: this project's CEM at the same settings, no early stop;
 * `ours_default`: what this server plans with for the imported model
-  (`CEMConfig.for_model`: DINO-WM's published settings from the artifact, the
+  (`PlannerConfig.for_model`: DINO-WM's published settings from the artifact, the
   default method and early stop);
 * `ours_icem_50x10`: a cheaper method, iCEM 50 samples x 10 iterations, top 5, early stop.
 
@@ -101,7 +101,7 @@ from benchmarks.dino_wm_run import (QUICK_SIZES, DinoWMRun, LatentGoalWM, LossLo
 from models import Latent, WorldModel, load_model
 from models.flops import encoder_flops, rollout_flops
 from models.dino_wm.importer import import_run, read_stats
-from planning import CEMConfig, objective, plan
+from planning import PlannerConfig, objective, plan
 
 
 HORIZON, SAMPLES, TOPK = 5, 300, 30  # DINO-WM's published CEM settings (conf/planner/cem.yaml)
@@ -109,15 +109,15 @@ CELLS = ("dinowm_cem_30", "ours_cem_30", "dinowm_cem_10", "ours_cem_10", "ours_d
 
 
 # The comparison ----------------------------------------------------------------
-def our_configs(model: WorldModel, quick: bool) -> dict[str, CEMConfig]:
+def our_configs(model: WorldModel, quick: bool) -> dict[str, PlannerConfig]:
     paper = harness.planner(None, objective="last", alpha=1.0)
-    cfgs = {"ours_cem_30": harness.planner(paper, **harness.budget(SAMPLES, 30, topk=TOPK, min_iterations=30)),
-            "ours_cem_10": harness.planner(paper, **harness.budget(SAMPLES, 10, topk=TOPK, min_iterations=10)),
+    cfgs = {"ours_cem_30": harness.planner(paper, **harness.budget(SAMPLES, 30, elites=TOPK, min_iterations=30)),
+            "ours_cem_10": harness.planner(paper, **harness.budget(SAMPLES, 10, elites=TOPK, min_iterations=10)),
             "ours_default": harness.planner(model, "cpu"),
-            "ours_icem_50x10": harness.planner(paper, **harness.budget(50, 10, topk=5, min_iterations=4),
+            "ours_icem_50x10": harness.planner(paper, **harness.budget(50, 10, elites=5, min_iterations=4),
                                                method="icem", patience=3)}
     if quick:
-        cfgs = {k: harness.planner(c, **harness.budget(8, 2, topk=2, min_iterations=min(c.min_iterations, 2)))
+        cfgs = {k: harness.planner(c, **harness.budget(8, 2, elites=2, min_iterations=min(c.min_iterations, 2)))
                 for k, c in cfgs.items()}
     return cfgs
 

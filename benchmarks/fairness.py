@@ -39,7 +39,7 @@ from benchmarks.problems import smooth_frames
 from wm_client import PlanningClient, PlanningError
 
 # 24x the CPU preset's cost (5x the samples, 4.8x the iterations), under the default per-request limit of 25.
-HEAVY = harness.budget(500, 72, topk=50, min_iterations=72)
+HEAVY = harness.budget(500, 72, elites=50, min_iterations=72)
 BURST = (16, 4096)  # concurrent plans, side of their PNG frames
 
 

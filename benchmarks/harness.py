@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 from models import DEFAULT_MODEL_PATH, WorldModel
-from planning import CEMConfig
+from planning import PlannerConfig
+from planning.config import spread
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -71,25 +72,28 @@ def set_threads(n: int) -> int:
 # Planner settings --------------------------------------------------------------------
 # Every benchmark builds its planner settings through these two functions, so that a
 # change of the planner config's names touches this block, not thirteen scripts.
-def budget(samples: int, iterations: int, topk: int | None = None, min_iterations: int | None = None,
+def budget(samples: int, iterations: int, elites: int | None = None, min_iterations: int | None = None,
            **more: Any) -> dict[str, Any]:
-    """A planner budget as config fields, also valid as a request's `planner` overrides:
-    `samples` per iteration, at most `iterations`, top-k 10% of the samples unless given,
-    and, if given, the iterations before early stopping may fire; `more` as they are."""
-    out = {"num_samples": samples, "topk": topk if topk is not None else max(1, samples // 10),
-           "opt_steps": iterations}
+    """A planner budget as overrides (`PlannerConfig.updated`, also valid as a request's `planner`):
+    `samples` per iteration for every sampling solver, at most `iterations`, elites 10% of the
+    samples unless given, and, if given, the iterations before early stopping may fire; `more`
+    (driver settings, or a solver's section) on top."""
+    out: dict[str, Any] = {"max_iterations": iterations,
+                           **spread({"samples": samples, "elites": elites if elites is not None else max(1, samples // 10)})}
     if min_iterations is not None:
         out["min_iterations"] = min(iterations, min_iterations)
-    return {**out, **more}
+    for key, value in more.items():
+        out[key] = {**out[key], **value} if isinstance(value, dict) and key in out else value
+    return out
 
 
-def planner(base: WorldModel | CEMConfig | None = None, device: str = "cpu", **overrides: Any) -> CEMConfig:
+def planner(base: WorldModel | PlannerConfig | None = None, device: str = "cpu", **overrides: Any) -> PlannerConfig:
     """The planner config a benchmark plans with: the server's for a model on `device`
     (its preset plus the artifact's recommendations), a given config, or the paper's
     settings (None); `overrides` (config fields, e.g. from `budget`) on top."""
-    if isinstance(base, CEMConfig):
-        return replace(base, **overrides)
-    return replace(CEMConfig.paper() if base is None else CEMConfig.for_model(base, device), **overrides)
+    if isinstance(base, PlannerConfig):
+        return base.updated(overrides)
+    return (PlannerConfig.paper() if base is None else PlannerConfig.for_model(base, device)).updated(overrides)
 
 
 # Models ---------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from models import Latent, WorldModel
 from models.predictor import Attention, Predictor
-from planning import CEMConfig, PlanResult
+from planning import PlannerConfig, PlanResult
 from planning.objectives import objective
 
 
@@ -91,11 +91,12 @@ def naive_rollout(model: WorldModel, pixels: torch.Tensor, proprio: torch.Tensor
 
 
 def naive_plan(model: WorldModel, pixels: torch.Tensor, proprio: torch.Tensor | None, z_goal: Latent,
-               cfg: CEMConfig, seeds: list[int], init_mean: torch.Tensor | None = None) -> list[PlanResult]:
+               cfg: PlannerConfig, seeds: list[int], init_mean: torch.Tensor | None = None) -> list[PlanResult]:
     """pixels: (B, 3, S, S) normalised observation images; proprio: (B, proprio_dim)
-    normalised; z_goal: Latent (B, ...). Runs all `cfg.opt_steps` iterations."""
+    normalised; z_goal: Latent (B, ...). Runs all `cfg.max_iterations` iterations."""
     b = pixels.shape[0]
-    h, s, a = cfg.horizon, cfg.num_samples, model.config.action_dim
+    cem = cfg.solver("cem")
+    h, s, a = cfg.horizon, cem.samples, model.config.action_dim
     bounds = None
     if model.config.action_low is not None:
         bounds = model.codec.model_bounds(model.config.action_low, model.config.action_high)
@@ -103,14 +104,14 @@ def naive_plan(model: WorldModel, pixels: torch.Tensor, proprio: torch.Tensor | 
         mu = torch.zeros(b, h, a) if init_mean is None else init_mean.float().clone()
         if bounds is not None:
             mu = mu.clamp(*bounds)
-        sigma = torch.full((b, h, a), cfg.var_scale)
+        sigma = torch.full((b, h, a), cem.sigma)
         noise = []
         for seed in seeds:  # the same draw as planning.plan: one generator per request, all iterations
-            eps = torch.randn((cfg.opt_steps, s, h, a), generator=torch.Generator().manual_seed(seed))
+            eps = torch.randn((cfg.max_iterations, s, h, a), generator=torch.Generator().manual_seed(seed))
             eps[:, 0] = 0.0
             noise.append(eps)
         traces: list[list[float]] = [[] for _ in range(b)]
-        for it in range(cfg.opt_steps):
+        for it in range(cfg.max_iterations):
             for r in range(b):
                 obs = pixels[r:r + 1].repeat(s, 1, 1, 1)  # (S, 3, H, W): the image, once per sample
                 prop = None if proprio is None else proprio[r:r + 1].repeat(s, 1)
@@ -120,10 +121,10 @@ def naive_plan(model: WorldModel, pixels: torch.Tensor, proprio: torch.Tensor | 
                     actions = actions.clamp(*bounds)
                 pred = naive_rollout(model, obs, prop, actions)
                 loss = objective(pred, goal, cfg.objective, cfg.alpha, cfg.base)  # (S,)
-                order = torch.argsort(loss)[:cfg.topk]
+                order = torch.argsort(loss)[:cem.elites]
                 elites = actions[order]
                 mu[r] = elites.mean(dim=0)
-                sigma[r] = elites.std(dim=0, unbiased=False).clamp_min(cfg.min_std)
+                sigma[r] = elites.std(dim=0, unbiased=False).clamp_min(cem.min_sigma)
                 traces[r].append(loss[order[0]].item())
         results = []
         for r in range(b):
@@ -132,5 +133,5 @@ def naive_plan(model: WorldModel, pixels: torch.Tensor, proprio: torch.Tensor | 
             pred = naive_rollout(model, pixels[r:r + 1], prop, mu[r:r + 1])
             final = objective(pred, goal, cfg.objective, cfg.alpha, cfg.base).item()
             results.append(PlanResult(actions=mu[r].clone(), sigma=sigma[r].clone(), loss=final,
-                                      loss_trace=traces[r], iterations=cfg.opt_steps, seed=seeds[r]))
+                                      loss_trace=traces[r], iterations=cfg.max_iterations, seed=seeds[r]))
     return results

@@ -7,14 +7,14 @@ Rows:
 
 * the shipped default model (models/default/wall.pt, else runs/wall/model.pt,
   or --model) on wall-environment tasks, with the settings the server plans
-  with for that model: `CEMConfig.for_model(model, device)`, i.e. the paper
+  with for that model: `PlannerConfig.for_model(model, device)`, i.e. the paper
   settings ("gpu") and the CPU preset ("cpu"), each with the model's own
   recommendations from its artifact metadata on top (the default model:
   objective "all", alpha 10). Without a trained artifact the row uses the
   default architecture with random weights on reachable goals, and says so.
 * closed loop (trained model only, and --quick): what a client sees.
   `client_examples.closed_loop`'s own loop (`envs.episodes`) in-process
-  (`planning.local.LocalClient`, server CPU settings, `--episodes`
+  (`server.local.LocalClient`, server CPU settings, `--episodes`
   "near" episodes from seed 3; a cold plan, then warm-started
   replans), timed as the server's `timing_ms` splits a request: `encode`
   (observation, and the goal on a cold plan), `plan` (the planner call and
@@ -67,23 +67,23 @@ from benchmarks.problems import (QUICK_DINO, Problem, default_arch, dino_wm_conf
 from models import Latent, WorldModel, load_model
 from models.flops import plan_flops
 from models.testing import TINY_CONFIG
-from planning import CEMConfig, plan, warm_start
+from planning import PlannerConfig, plan, warm_start
 
 CLOSED_LOOP_SEED = 3  # the episodes of docs/benchmarks.md's runs of record
 QUALITY_TOLERANCE = 0.05  # ours' mean final objective may exceed the naive planner's by 5 %
 
 
-def _plan(model: WorldModel, z_obs: Latent, z_goal: Latent, cfg: CEMConfig, seed: int,
+def _plan(model: WorldModel, z_obs: Latent, z_goal: Latent, cfg: PlannerConfig, seed: int,
           init: torch.Tensor | None = None) -> tuple[Any, float]:
     t0 = time.perf_counter()
     (res,) = plan(model, z_obs, z_goal, cfg, init_mean=init, seeds=[seed])
     return res, time.perf_counter() - t0
 
 
-def measure_row(name: str, model: WorldModel, problems: list[Problem], cfg: CEMConfig, note: str,
+def measure_row(name: str, model: WorldModel, problems: list[Problem], cfg: PlannerConfig, note: str,
                 naive: bool = True) -> dict[str, Any]:
     """One model and CEM config over several single-request problems (one seed each)."""
-    no_stop = harness.planner(cfg, min_iterations=cfg.opt_steps)  # the rule cannot fire before the end
+    no_stop = harness.planner(cfg, min_iterations=cfg.max_iterations)  # the rule cannot fire before the end
     t_plan, t_replan, t_full, t_naive = [], [], [], []
     its, reasons, loss, loss_full, loss_naive, flops_rate = [], [], [], [], [], []
     traces: dict[str, list] = {"ours": [], "naive": []}
@@ -97,7 +97,7 @@ def measure_row(name: str, model: WorldModel, problems: list[Problem], cfg: CEMC
             reasons.append(res.stop_reason)
             loss.append(res.loss)
             traces["ours"].append(res.loss_trace)
-            flops_rate.append(plan_flops(model.config, cfg.horizon, cfg.num_samples, res.iterations).total / dt)
+            flops_rate.append(plan_flops(model.config, cfg.horizon, cfg.solver().samples, res.iterations).total / dt)
             # Replan: one model step executed; the new observation is the model's own prediction of it.
             nxt = model.rollout(z, res.actions[None, :1])
             z_next = Latent(nxt.visual[:, 0], nxt.proprio[:, 0])
@@ -121,7 +121,7 @@ def measure_row(name: str, model: WorldModel, problems: list[Problem], cfg: CEMC
     row: dict[str, Any] = {
         "kind": "plan", "name": name, "note": note, "model": model.config.name, "parameters": model.num_parameters(),
         "tokens_per_frame": model.config.tokens_per_frame, "token_dim": model.config.token_dim,
-        "cem": {k: getattr(cfg, k) for k in ("horizon", "num_samples", "topk", "opt_steps", "objective", "alpha",
+        "cem": {k: cfg.get(k) for k in ("horizon", "cem.samples", "cem.elites", "max_iterations", "objective", "alpha",
                                              "min_iterations", "patience", "min_improvement")},
         "seeds": len(problems), "plan": percentiles_ms(t_plan), "replan": percentiles_ms(t_replan),
         "iterations": its, "iterations_mean": statistics.fmean(its), "stop_reasons": reasons,
@@ -143,11 +143,11 @@ def measure_row(name: str, model: WorldModel, problems: list[Problem], cfg: CEMC
     return row
 
 
-def closed_loop_row(model: WorldModel, cfg: CEMConfig, episodes: int, seed: int) -> dict[str, Any]:
+def closed_loop_row(model: WorldModel, cfg: PlannerConfig, episodes: int, seed: int) -> dict[str, Any]:
     """client_examples.closed_loop's own episodes, in-process, each request timed as the server's
     `timing_ms` splits it: encode (observation; the goal too on a cold plan) and plan (planner + env units)."""
     from envs.episodes import wall_episodes, wall_summary
-    from planning.local import LocalClient
+    from server.local import LocalClient
 
     client = LocalClient(model, cfg, keep_replies=True)
     summary = wall_summary(list(wall_episodes(client, episodes, seed, "near")), "near", seed)
@@ -157,22 +157,22 @@ def closed_loop_row(model: WorldModel, cfg: CEMConfig, episodes: int, seed: int)
     iterations = [r["iterations"] for r in replies]
     total = [e + p for e, p in zip(encode_s, plan_s)]
     return {"kind": "closed_loop", "name": "closed loop (what a client sees)", "episodes": episodes, "seed": seed,
-            "cem": {k: getattr(cfg, k) for k in ("horizon", "num_samples", "topk", "opt_steps", "objective", "alpha",
+            "cem": {k: cfg.get(k) for k in ("horizon", "cem.samples", "cem.elites", "max_iterations", "objective", "alpha",
                                                  "min_iterations", "patience", "min_improvement")},
             "requests": len(total), "cold_plans": sum(not r["warm_start"] for r in replies),
             "success_rate": summary["success_rate"],
             "client_round_ms": {"p50_ms": round(summary["plan_ms_p50"], 2), "p95_ms": round(summary["plan_ms_p95"], 2)},
             "encode": percentiles_ms(encode_s), "plan": percentiles_ms(plan_s),
             "encode_plus_plan": percentiles_ms(total), "iterations_mean": round(statistics.fmean(iterations), 2),
-            "iterations_at_max": sum(i == cfg.opt_steps for i in iterations)}
+            "iterations_at_max": sum(i == cfg.max_iterations for i in iterations)}
 
 
-def sweep_samples(model: WorldModel, problems: list[Problem], base: CEMConfig, counts: list[int],
+def sweep_samples(model: WorldModel, problems: list[Problem], base: PlannerConfig, counts: list[int],
                   naive: bool) -> list[dict[str, Any]]:
     """Plan latency against num_samples (top-k 10 %), ours and (optionally) naive."""
     out = []
     for s in counts:
-        cfg = harness.planner(base, **harness.budget(s, base.opt_steps))
+        cfg = harness.planner(base, **harness.budget(s, base.max_iterations))
         ours, ref = [], []
         for seed, prob in enumerate(problems):
             with torch.inference_mode():
@@ -255,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             default, note = random_model(default_arch()), "default architecture (configs/wall.json), RANDOM weights, reachable goals"
     trained = "trained" in note
     # What the server plans with for this model: the device's preset, the artifact's recommendations on top.
-    quick_gpu = harness.budget(16, 4, topk=4, min_iterations=2, patience=1) if args.quick else {}
-    quick_cpu = harness.budget(8, 3, topk=2, min_iterations=2, patience=1) if args.quick else {}
+    quick_gpu = harness.budget(16, 4, elites=4, min_iterations=2, patience=1) if args.quick else {}
+    quick_cpu = harness.budget(8, 3, elites=2, min_iterations=2, patience=1) if args.quick else {}
     paper, cpu = harness.planner(default, "cuda", **quick_gpu), harness.planner(default, "cpu", **quick_cpu)
 
     def problems(model: WorldModel, n: int, horizon: int) -> list[Problem]:
@@ -273,9 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     side, samples = (1, 8) if args.quick else (args.dino_patch_side, args.dino_samples)
     dino = random_model(dino_wm_config(side), **(QUICK_DINO if args.quick else {}))
     dcfg = harness.planner(None, **(harness.budget(samples, 4, min_iterations=2, patience=1) if args.quick
-                                    else harness.budget(samples, harness.planner(None).opt_steps)))
+                                    else harness.budget(samples, harness.planner(None).max_iterations)))
     scale = (f"scaled: {dino.config.num_patches} patches ({14 * side} px) instead of 196, {samples} samples / "
-             f"top {dcfg.topk} instead of 300 / 30; random weights, reachable goals")
+             f"top {dcfg.solver().elites} instead of 300 / 30; random weights, reachable goals")
     dprobs = [reachable_problem(dino, 1, dcfg.horizon, 100 + s) for s in range(1 if args.quick else min(3, args.seeds))]
     if args.only != "default":
         result.add(measure_row("DINO-WM-proportioned", dino, dprobs, dcfg, scale))
@@ -291,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         r["fraction_of_peak"] = round(r["achieved_gflops"] * 1e9 / best, 3)
     d = rows[-1]  # the headline: the DINO-WM-proportioned row, unless --only default
     full, paper_cfg = dino_wm_config(14), harness.planner(None)
-    extrap = plan_flops(full, paper_cfg.horizon, paper_cfg.num_samples, round(d["iterations_mean"])).total
-    naive = plan_flops(full, paper_cfg.horizon, paper_cfg.num_samples, paper_cfg.opt_steps, "dino_wm").total
+    extrap = plan_flops(full, paper_cfg.horizon, paper_cfg.solver().samples, round(d["iterations_mean"])).total
+    naive = plan_flops(full, paper_cfg.horizon, paper_cfg.solver().samples, paper_cfg.max_iterations, "dino_wm").total
     summary = {
         "notes": notes, "quality_tolerance": QUALITY_TOLERANCE,
         "peak_gflops": {"best": round(best / 1e9, 2), "median_start": round(peak["median_flops"] / 1e9, 2),

@@ -49,7 +49,7 @@ from benchmarks.problems import smooth_frames
 from wm_client import PlanningClient, PlanningError
 
 FRAME = 224
-CHEAP_PLANNER = harness.budget(8, 1, topk=2, min_iterations=1)
+CHEAP_PLANNER = harness.budget(8, 1, elites=2, min_iterations=1)
 OVERHEAD_REQUESTS = 40  # sequential requests per frame format in the overhead phase
 
 

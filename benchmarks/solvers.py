@@ -8,7 +8,7 @@ Each cell is a planner config (a method and a budget) run through the real
 planner (`planning.plan`, in-process, one torch thread) on the shipped wall
 model (models/default/wall.pt) in the same closed loop as
 `client_examples.closed_loop` (`envs.episodes` over `wm_client.ControlLoop`,
-planning in-process with `planning.local.LocalClient`): plan, execute one
+planning in-process with `server.local.LocalClient`): plan, execute one
 model step, replan warm (iCEM also carries its kept elites), until success
 or the step budget. Reported per cell: success rate, mean model steps, plan
 latency p50/p95 (LocalClient's `timing_ms.total`: encode + plan + conversion
@@ -38,34 +38,34 @@ from envs.episodes import wall_episodes
 from envs.tasks import WALL_BUDGETS as BUDGETS
 from models import WorldModel, load_model
 from models.flops import encoder_flops, rollout_flops
-from planning import CEMConfig
-from planning.local import LocalClient
+from planning import PlannerConfig
+from server.local import LocalClient
 
 # name -> overrides of the model's paper-settings config (horizon 5, the model's objective and alpha).
 # Every cell names its early-stop rule: these are the settings the published numbers were measured with.
 _OLD_RULE = {"min_improvement": 1e-3}  # the default before the looser rule (docs/planning.md, early stopping)
 _SMALL = {"min_iterations": 4, "patience": 3, **_OLD_RULE}
+_budget = harness.budget
 CELLS: dict[str, dict[str, Any]] = {
     "cem_paper": {"patience": 5, **_OLD_RULE},  # 300 samples x 30 iterations, top 30: the reference
     "cem_paper_es": {"min_improvement": 0.02, "patience": 3},
-    "cem_paper_unbiased": {"elite_std": "unbiased", "patience": 5, **_OLD_RULE},
-    "cem_100x15": {"num_samples": 100, "topk": 10, "opt_steps": 15, **_SMALL},
-    "cem_100x15_es": {"num_samples": 100, "topk": 10, "opt_steps": 15, "min_iterations": 4, "patience": 3,
-                      "min_improvement": 0.02},
-    "cem_50x10": {"num_samples": 50, "topk": 5, "opt_steps": 10, **_SMALL},
-    "icem_100x15": {"method": "icem", "num_samples": 100, "topk": 10, "opt_steps": 15, **_SMALL},
-    "icem_50x10": {"method": "icem", "num_samples": 50, "topk": 5, "opt_steps": 10, **_SMALL},
-    "icem_30x6": {"method": "icem", "num_samples": 30, "topk": 5, "opt_steps": 6, "min_iterations": 3,
-                  "patience": 2, **_OLD_RULE},
-    "mppi_100x15": {"method": "mppi", "num_samples": 100, "opt_steps": 15, **_SMALL},
-    "gradient_4x15": {"method": "gradient", "grad_starts": 4, "opt_steps": 15, **_SMALL},
-    "icem_gradient_50x10": {"method": "icem_gradient", "num_samples": 50, "topk": 5, "opt_steps": 10,
-                            "grad_iterations": 3, "grad_starts": 1, **_SMALL},
+    "cem_paper_unbiased": {"cem": {"elite_std": "unbiased"}, "patience": 5, **_OLD_RULE},
+    "cem_100x15": _budget(100, 15, **_SMALL),
+    "cem_100x15_es": _budget(100, 15, min_iterations=4, patience=3, min_improvement=0.02),
+    "cem_50x10": _budget(50, 10, elites=5, **_SMALL),
+    "icem_100x15": _budget(100, 15, method="icem", **_SMALL),
+    "icem_50x10": _budget(50, 10, elites=5, method="icem", **_SMALL),
+    "icem_30x6": _budget(30, 6, elites=5, method="icem", min_iterations=3, patience=2, **_OLD_RULE),
+    "mppi_100x15": _budget(100, 15, method="mppi", **_SMALL),
+    "gradient_4x15": {"method": "gradient", "gradient": {"starts": 4}, "max_iterations": 15, **_SMALL},
+    "icem_gradient_50x10": _budget(50, 10, elites=5, method="icem_gradient", gradient={"starts": 1},
+                                   icem_gradient={"gradient_iterations": 3}, **_SMALL),
 }
-QUICK = {"num_samples": 8, "topk": 2, "opt_steps": 2, "min_iterations": 2, "grad_iterations": 1, "grad_starts": 1}
+QUICK = _budget(8, 2, elites=2, min_iterations=2, gradient={"starts": 1}, cem_gradient={"gradient_iterations": 1},
+                icem_gradient={"gradient_iterations": 1})
 
 
-def gflops(model: WorldModel, cfg: CEMConfig, rollouts: int, grad_rollouts: int) -> float:
+def gflops(model: WorldModel, cfg: PlannerConfig, rollouts: int, grad_rollouts: int) -> float:
     """Analytic GFLOPs of one plan that scored ``rollouts`` forward and ``grad_rollouts`` backward sequences."""
     c = model.config
     fwd = rollout_flops(c, cfg.horizon, "cached").total
@@ -73,7 +73,7 @@ def gflops(model: WorldModel, cfg: CEMConfig, rollouts: int, grad_rollouts: int)
     return (rollouts * fwd + grad_rollouts * grad + encoder_flops(c)) / 1e9
 
 
-def run_cell(model: WorldModel, name: str, cfg: CEMConfig, goals: str, episodes: int, seed: int) -> dict[str, Any]:
+def run_cell(model: WorldModel, name: str, cfg: PlannerConfig, goals: str, episodes: int, seed: int) -> dict[str, Any]:
     client = LocalClient(model, cfg, keep_replies=True)
     t0 = time.perf_counter()
     outcomes = list(wall_episodes(client, episodes, seed, goals))
@@ -84,7 +84,7 @@ def run_cell(model: WorldModel, name: str, cfg: CEMConfig, goals: str, episodes:
         stops[str(r["stop_reason"])] = stops.get(str(r["stop_reason"]), 0) + 1
     return {
         "cell": name, "method": cfg.method, "goals": goals, "episodes": episodes, "seed": seed,
-        "num_samples": cfg.num_samples, "opt_steps": cfg.opt_steps,
+        "num_samples": getattr(cfg.solver(), "samples", None), "opt_steps": cfg.max_iterations,  # the table's keys
         "success_rate": sum(o.success for o in outcomes) / len(outcomes),
         "successes": sum(o.success for o in outcomes),
         "mean_steps": statistics.fmean(o.steps for o in outcomes),
@@ -94,7 +94,8 @@ def run_cell(model: WorldModel, name: str, cfg: CEMConfig, goals: str, episodes:
         "plan_ms_p50": float(np.percentile(ms, 50)), "plan_ms_p95": float(np.percentile(ms, 95)),
         "stop_reasons": stops, "wall_s": round(time.perf_counter() - t0, 1),
         "load_average_1m": harness.load_average()[0],
-        "config": {k: v for k, v in cfg.to_dict().items() if k in CELLS.get(name, {}) or k in ("objective", "alpha")},
+        "config": {k: v for k, v in cfg.to_dict().items()
+                   if k in CELLS.get(name, {}) or k in ("objective", "alpha", cfg.method)},
     }
 
 
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.cells:
             cfg = harness.planner(base, **CELLS[name])
             if args.quick:
-                cfg = harness.planner(cfg, **{k: v for k, v in QUICK.items() if k != "topk" or cfg.topk > v})
+                cfg = harness.planner(cfg, **QUICK)
             result.add(run_cell(model, name, cfg, goals, 1 if args.quick else args.episodes, args.seed))
     return result.finish({"model": str(path.relative_to(harness.ROOT) if path.is_relative_to(harness.ROOT) else path),
                           "success_rate": {f"{r['goals']}/{r['cell']}": r["success_rate"] for r in result.rows}})

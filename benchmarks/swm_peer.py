@@ -57,7 +57,7 @@ from envs.episodes import wall_episodes
 from envs.tasks import WALL_BUDGETS as BUDGETS
 from models import Latent, WorldModel, load_model
 from models.flops import encoder_flops, rollout_flops
-from planning import CEMConfig, objective
+from planning import PlannerConfig, objective
 from planning.evaluate import Evaluator
 from planning.gradient import differentiable_rollout
 
@@ -90,7 +90,7 @@ def import_solvers() -> types.ModuleType | None:
 class WallCost:
     """stable-worldmodel's `Costable` over this project's model, for one problem at a time."""
 
-    def __init__(self, model: WorldModel, cfg: CEMConfig) -> None:
+    def __init__(self, model: WorldModel, cfg: PlannerConfig) -> None:
         self.model, self.cfg = model, cfg
         lo, hi = model.codec.model_bounds(model.config.action_low, model.config.action_high)
         self.low, self.high = lo, hi  # (A,) normalised

@@ -115,7 +115,7 @@ class PlannerConfig(Settings):
     def with_every(self, **values: Any) -> PlannerConfig:
         """Set each named setting in every solver section that has it (e.g. samples=100 for CEM,
         iCEM and MPPI alike), and in the driver's settings if it is one of them."""
-        return self.updated(_spread(values))
+        return self.updated(spread(values))
 
     # -- presets ----------------------------------------------------------------------
 
@@ -210,8 +210,9 @@ def _nest(overrides: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _spread(values: Mapping[str, Any]) -> dict[str, Any]:
-    """{name: v} -> {section: {name: v}} for every section with that setting (and the driver's, if it has it)."""
+def spread(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Overrides that set each named setting in every section that has it (and in the driver's, if it is
+    one of them): {"samples": 100} -> {"cem": {"samples": 100}, "icem": {...}, "mppi": {...}}."""
     out: dict[str, Any] = {}
     for path, _ in PlannerConfig.declared():
         section, _, name = path.rpartition(".")

@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     result = harness.Result("dino_size", args, device=torch.cuda.get_device_name(device) if gpu else "cpu")
     summary: dict[str, Any] = {
         "samples": samples, "plan_iterations": iterations, "model_config": cfg.name,
-        "paper_plan_pflop": round(plan_flops(cfg, paper.horizon, paper.num_samples, paper.opt_steps).total / 1e15, 4),
+        "paper_plan_pflop": round(plan_flops(cfg, paper.horizon, paper.solver().samples, paper.max_iterations).total / 1e15, 4),
         "note": None if gpu or (samples >= 300 and iterations >= 30) else
         "CPU run: fewer samples and iterations than the paper's 300 x 30 (hours on this CPU); rates are comparable, "
         "times are not"}

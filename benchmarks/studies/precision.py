@@ -18,7 +18,7 @@ cast, fp16 autocast, fp32 compiled (inductor):
   the fp32 model (same seed);
 * closed loop: success rate on `--episodes` near-goal wall episodes (the
   example client's loop in-process: envs.episodes with
-  planning.local.LocalClient), for fp32, bf16 autocast and the compiled model.
+  server.local.LocalClient), for fp32, bf16 autocast and the compiled model.
 
 Ratios are measured in one process, interleaved; the load average is
 recorded. On a CPU without native bf16/fp16 matmuls (no AVX512-BF16/AMX)
@@ -37,7 +37,7 @@ import torch
 from benchmarks import harness
 from benchmarks.problems import wall_problem
 from models import InferenceConfig, WorldModel, load_model
-from planning import CEMConfig, objective, plan
+from planning import PlannerConfig, objective, plan
 
 VARIANTS = {
     "fp32": InferenceConfig(),
@@ -50,24 +50,24 @@ CLOSED_LOOP = ("fp32", "fp32-compiled", "bf16-autocast")  # cheapest first: part
 PLANS = ("bf16-autocast", "fp32-compiled")  # plan-level agreement (emulated fp16/bf16-cast plans are slow on CPU)
 
 
-def _losses(model: WorldModel, cem: CEMConfig, z: Any, g: Any, actions: torch.Tensor) -> torch.Tensor:
+def _losses(model: WorldModel, cem: PlannerConfig, z: Any, g: Any, actions: torch.Tensor) -> torch.Tensor:
     rep = torch.zeros(actions.shape[0], dtype=torch.long)
     return objective(model.rollout(z.index(rep), actions), g.index(rep), cem.objective, cem.alpha, cem.base)
 
 
-def agreement(ref: WorldModel, model: WorldModel, problems: Any, cem: CEMConfig, plans: bool) -> dict[str, Any]:
+def agreement(ref: WorldModel, model: WorldModel, problems: Any, cem: PlannerConfig, plans: bool) -> dict[str, Any]:
     """Elites and losses of the same samples; with `plans`, also the plans (one per problem) of both."""
     lo, hi = ref.codec.model_bounds(ref.config.action_low, ref.config.action_high)
     overlap, rel, same_plan, own_plan = [], [], [], []
     with torch.inference_mode():
         for i in range(problems.batch):
             z, g = problems.z_obs.index(slice(i, i + 1)), problems.z_goal.index(slice(i, i + 1))
-            samples = torch.randn(cem.num_samples, cem.horizon, ref.config.action_dim,
+            samples = torch.randn(cem.solver().samples, cem.horizon, ref.config.action_dim,
                                   generator=torch.Generator().manual_seed(i)).clamp(lo, hi)
             l_ref, l_var = _losses(ref, cem, z, g, samples), _losses(model, cem, z, g, samples)
-            a = set(l_ref.topk(cem.topk, largest=False).indices.tolist())
-            b = set(l_var.topk(cem.topk, largest=False).indices.tolist())
-            overlap.append(len(a & b) / cem.topk)
+            a = set(l_ref.topk(cem.solver().elites, largest=False).indices.tolist())
+            b = set(l_var.topk(cem.solver().elites, largest=False).indices.tolist())
+            overlap.append(len(a & b) / cem.solver().elites)
             rel.append(float(((l_var - l_ref).abs() / l_ref.abs().clamp_min(1e-12)).median()))
             if not plans:
                 continue
@@ -84,9 +84,9 @@ def agreement(ref: WorldModel, model: WorldModel, problems: Any, cem: CEMConfig,
     return out
 
 
-def speed(models: dict[str, WorldModel], problems: Any, cem: CEMConfig, rounds: int) -> dict[str, dict[str, float]]:
-    z = problems.z_obs.index(torch.zeros(cem.num_samples, dtype=torch.long))
-    actions = torch.randn(cem.num_samples, cem.horizon, next(iter(models.values())).config.action_dim)
+def speed(models: dict[str, WorldModel], problems: Any, cem: PlannerConfig, rounds: int) -> dict[str, dict[str, float]]:
+    z = problems.z_obs.index(torch.zeros(cem.solver().samples, dtype=torch.long))
+    actions = torch.randn(cem.solver().samples, cem.horizon, next(iter(models.values())).config.action_dim)
     times: dict[str, list[float]] = {k: [] for k in models}
     enc: dict[str, list[float]] = {k: [] for k in models}
     with torch.inference_mode():
@@ -107,7 +107,7 @@ def speed(models: dict[str, WorldModel], problems: Any, cem: CEMConfig, rounds: 
 
 def closed_loop(model: WorldModel, episodes: int, seed: int) -> dict[str, Any]:
     from envs.episodes import wall_episodes, wall_summary
-    from planning.local import LocalClient
+    from server.local import LocalClient
 
     return wall_summary(list(wall_episodes(LocalClient(model), episodes, seed, "near")), "near", seed)
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         models[name] = load_model(path, device=args.device, inference=cfg)
         load_s[name] = round(time.perf_counter() - t0, 1)
     ref = models["fp32"]
-    cem = harness.planner(ref, ref.device.type, **(harness.budget(20, 2, topk=4) if args.quick else {}))
+    cem = harness.planner(ref, ref.device.type, **(harness.budget(20, 2, elites=4) if args.quick else {}))
     problems = wall_problem(ref, n_prob, seed=0)
     speeds = speed(models, problems, cem, rounds)
     for name, m in models.items():

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         r["fraction_of_peak_cpu_time"] = round(r["gflops_per_cpu_s"] * 1e9 / best_cpu, 3)
         result.add(r)
     table = flop_table({"dino-wm (196 patches)": dino_wm_config(14), "ladder model": model.config},
-                       paper.horizon, paper.num_samples, paper.opt_steps)
+                       paper.horizon, paper.solver().samples, paper.max_iterations)
     return result.finish({
         "peak_gflops": round(best / 1e9, 2),
         "peak_gflops_before_after": [round(peak["peak_flops"] / 1e9, 2), round(peak_after["peak_flops"] / 1e9, 2)],

@@ -55,7 +55,7 @@ from wm_client import MSGPACK, PlanningClient, PlanningError
 # burner is exactly one runnable thread competing with the server.
 _BURN = "import numpy as np\na = np.random.rand(384, 384)\nwhile True:\n    a = (a @ a) / 384.0\n"
 # --quick: a plan of a few ms, so that even a collapsing thread setting answers in seconds.
-QUICK_PLANNER = harness.budget(8, 2, topk=2, min_iterations=1)
+QUICK_PLANNER = harness.budget(8, 2, elites=2, min_iterations=1)
 _ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 

@@ -13,7 +13,7 @@ from benchmarks.naive import naive_plan
 from benchmarks.problems import random_model, reachable_problem
 from benchmarks.studies import rollout_ladder
 from models.testing import TINY_CONFIG
-from planning import CEMConfig, plan
+from planning import PlannerConfig, plan
 
 RESULT_KEYS = {"benchmark", "machine", "settings", "rows", "summary"}
 
@@ -31,7 +31,7 @@ def test_naive_planner_returns_our_plan_without_early_stopping():
     """Same samples, same arithmetic: only the execution differs."""
     model = random_model(TINY_CONFIG, seed=1)
     prob = reachable_problem(model, 2, 4, seed=0)
-    cfg = CEMConfig(horizon=4, num_samples=16, topk=4, opt_steps=4, min_iterations=4)
+    cfg = PlannerConfig(horizon=4, min_iterations=4, max_iterations=4).with_every(samples=16, elites=4)
     ours = plan(model, prob.z_obs, prob.z_goal, cfg, seeds=[3, 4])
     ref = naive_plan(model, prob.pixels, prob.norm_proprio, prob.z_goal, cfg, seeds=[3, 4])
     for a, b in zip(ours, ref):

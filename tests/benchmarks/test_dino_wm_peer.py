@@ -57,5 +57,5 @@ def test_quick_run_gives_this_projects_modules_back(quick):
     import models
     import planning
 
-    assert "dino_wm" not in (models.__file__ or "") and hasattr(planning, "CEMConfig")
+    assert "dino_wm" not in (models.__file__ or "") and hasattr(planning, "PlannerConfig")
     assert not any(m.startswith("preprocessor") for m in sys.modules)

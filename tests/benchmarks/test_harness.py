@@ -56,12 +56,15 @@ def test_one_result_format_printed_written_and_read_back(tmp_path, capsys):
 
 def test_planner_settings_come_from_one_place():
     from models.testing import tiny_model
-    from planning import CEMConfig
+    from planning import PlannerConfig
 
     cfg = harness.planner(None, **harness.budget(50, 10, min_iterations=4))
-    assert (cfg.num_samples, cfg.topk, cfg.opt_steps, cfg.min_iterations) == (50, 5, 10, 4)
-    assert harness.planner(cfg, topk=7).topk == 7 and cfg.topk == 5
+    assert (cfg.solver().samples, cfg.solver().elites, cfg.max_iterations, cfg.min_iterations) == (50, 5, 10, 4)
+    assert cfg.solver("icem").samples == cfg.solver("mppi").samples == 50  # every sampling solver's budget
+    assert harness.planner(cfg, cem={"elites": 7}).solver().elites == 7 and cfg.solver().elites == 5
     model = tiny_model()
-    assert harness.planner(model, "cpu") == CEMConfig.for_model(model, "cpu")
-    assert harness.budget(8, 1, topk=2, min_iterations=3) == {"num_samples": 8, "topk": 2, "opt_steps": 1,
-                                                               "min_iterations": 1}
+    assert harness.planner(model, "cpu") == PlannerConfig.for_model(model, "cpu")
+    overrides = harness.budget(8, 1, elites=2, min_iterations=3, method="icem", icem={"beta": 1.0})
+    assert overrides["max_iterations"] == 1 and overrides["min_iterations"] == 1 and overrides["method"] == "icem"
+    assert overrides["icem"] == {"samples": 8, "elites": 2, "beta": 1.0} and overrides["cem"] == {"samples": 8,
+                                                                                                  "elites": 2}

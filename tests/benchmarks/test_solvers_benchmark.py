@@ -10,7 +10,7 @@ from benchmarks import solvers
 from benchmarks.harness import find_model
 from models.flops import encoder_flops, rollout_flops
 from models.testing import tiny_model
-from planning import CEMConfig
+from planning import PlannerConfig
 
 CELLS = ["cem_50x10", "icem_30x6", "gradient_4x15"]
 
@@ -36,7 +36,7 @@ def test_quick_closed_loop_writes_one_line_per_cell_and_a_plot(tmp_path, capsys)
 
 def test_gflops_count_forward_and_backward_rollouts_and_one_encoding():
     model = tiny_model()
-    cfg = CEMConfig(horizon=5)
+    cfg = PlannerConfig(horizon=5)
     fwd, before = rollout_flops(model.config, 5, "cached").total, rollout_flops(model.config, 5, "recompute").total
     expected = (10 * fwd + 4 * 3 * before + encoder_flops(model.config)) / 1e9
     assert solvers.gflops(model, cfg, rollouts=10, grad_rollouts=4) == pytest.approx(expected)

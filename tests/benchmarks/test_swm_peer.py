@@ -14,7 +14,7 @@ from benchmarks.problems import reachable_problem
 from models.flops import encoder_flops, rollout_flops
 from models import load_model
 from models.testing import tiny_model
-from planning import CEMConfig, objective
+from planning import PlannerConfig, objective
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def swm():
 def _cost():
     model = tiny_model(action_low=(-1.0, -1.0), action_high=(1.0, 1.0))
     prob = reachable_problem(model, 1, 5, seed=3)
-    cost = swm_peer.WallCost(model, CEMConfig(objective="all", alpha=10.0))
+    cost = swm_peer.WallCost(model, PlannerConfig(objective="all", alpha=10.0))
     cost.set_problem(prob.z_obs, prob.z_goal)
     return model, prob, cost
 

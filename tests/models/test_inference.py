@@ -53,13 +53,13 @@ def test_reduced_precision_keeps_the_elites_and_the_loss_of_a_plan(fp32, problem
     lo, hi = fp32.codec.model_bounds(fp32.config.action_low, fp32.config.action_high)
     for i in range(problems.batch):
         z, g = problems.z_obs.index(slice(i, i + 1)), problems.z_goal.index(slice(i, i + 1))
-        samples = torch.randn(cem.num_samples, cem.horizon, fp32.config.action_dim,
+        samples = torch.randn(cem.solver().samples, cem.horizon, fp32.config.action_dim,
                               generator=torch.Generator().manual_seed(i)).clamp(lo, hi).to(test_device)
         l32, low = _losses(fp32, cem, z, g, samples), _losses(reduced, cem, z, g, samples)
         assert low.dtype == torch.float32
-        elites32 = set(l32.topk(cem.topk, largest=False).indices.tolist())
-        elites = set(low.topk(cem.topk, largest=False).indices.tolist())
-        assert len(elites32 & elites) / cem.topk >= ELITE_OVERLAP, (i, elites32, elites)
+        elites32 = set(l32.topk(cem.solver().elites, largest=False).indices.tolist())
+        elites = set(low.topk(cem.solver().elites, largest=False).indices.tolist())
+        assert len(elites32 & elites) / cem.solver().elites >= ELITE_OVERLAP, (i, elites32, elites)
     if dtype != "bf16":
         return  # fp16 plans: benchmarks/studies/precision.py (reduced precision is emulated, slowly, on this CPU)
     # the same plan scored by both models; a plan made in bf16 scored in fp32
