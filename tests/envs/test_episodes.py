@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from server.local import LocalClient
 from tests.server.conftest import FAST_PLANNER, model_path, server_url  # noqa: F401
 from wm_client import LoopConfig, PlanningClient
 
-CFG = dataclasses.replace(PlannerConfig.cpu_preset(), **FAST_PLANNER)
+CFG = PlannerConfig.cpu_preset().updated(FAST_PLANNER)
 WALL_KEYS = {"goals", "episodes", "seed", "success_rate", "mean_steps", "mean_final_distance", "plan_ms_p50",
              "plan_ms_p95", "plans"}
 

@@ -283,15 +283,15 @@ def test_a_file_with_its_own_provenance_is_not_relabelled(feature_run, tmp_path,
 
 def test_published_planner_settings_of_the_environment_are_recommended(feature_run, tmp_path):
     run, model = feature_run  # hydra.yaml env.name: wall
-    assert model.metadata["planner"] == {"horizon": 5, "num_samples": 300, "topk": 30, "var_scale": 1.0,
-                                         "objective": "last", "base": 2.0, "opt_steps": 10, "alpha": 1.0}
+    assert model.metadata["planner"] == {"horizon": 5, "cem": {"samples": 300, "elites": 30, "sigma": 1.0},
+                                         "objective": "last", "base": 2.0, "max_iterations": 10, "alpha": 1.0}
     assert model.metadata["planner_source"]["file"] == "conf/plan_wall.yaml"
     cfg = PlannerConfig.for_model(model, "cuda")
     assert (cfg.alpha, cfg.max_iterations, cfg.objective) == (1.0, 10, "last")
     for env, alpha in (("point_maze", 0.0), ("default", 1.0)):
         other = import_run(run.dir, read_stats(run.stats), tmp_path / f"{env}.pt", run.encoder_weights, planner=env)
         assert other.metadata["planner"]["alpha"] == alpha
-        PlannerConfig.for_model(other)  # every key is a PlannerConfig field
+        PlannerConfig.for_model(other)  # every key is a PlannerConfig setting
     none = import_run(run.dir, read_stats(run.stats), tmp_path / "none.pt", run.encoder_weights, planner="none")
     assert "planner" not in none.metadata and PlannerConfig.for_model(none) == PlannerConfig.cpu_preset()
 

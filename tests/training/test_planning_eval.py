@@ -25,7 +25,7 @@ from training.data import compute_stats, split_episodes
 from training.trainer import Trainer
 
 # A planner small enough that an episode of the tiny model takes a few hundredths of a second.
-TINY_PLANNER = {"num_samples": 16, "topk": 4, "opt_steps": 3, "min_iterations": 1, "horizon": 2}
+TINY_PLANNER = {"cem": {"samples": 16, "elites": 4}, "max_iterations": 3, "min_iterations": 1, "horizon": 2}
 EVAL = PlanningEvalConfig(every=2, episodes=3, budget=3, planner=TINY_PLANNER)
 
 
