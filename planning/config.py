@@ -19,6 +19,7 @@ then. `legacy_names` lists the ones a mapping used, so a server can say so.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +28,15 @@ from planning.registry import SOLVERS
 from planning.settings import Settings, setting
 
 
+@functools.cache
+def _section_types() -> dict[str, type[Settings]]:
+    """Every registered solver's settings class, by section name."""
+    return {name: s.settings_type for name, s in SOLVERS.items() if s.settings_type is not None}
+
+
 def _sections() -> dict[str, Settings]:
     """Every registered solver's settings at their defaults, by section name."""
-    return {name: s.settings_type() for name, s in SOLVERS.items() if s.settings_type is not None}
+    return {name: kind() for name, kind in _section_types().items()}
 
 
 @dataclass(frozen=True)
@@ -59,11 +66,11 @@ class PlannerConfig(Settings):
     solvers: Mapping[str, Settings] = dataclasses.field(default_factory=_sections, hash=False)
 
     def check(self) -> None:
-        expected = _sections()
-        for name, default in expected.items():
+        expected = _section_types()
+        for name, kind in expected.items():
             section = self.solvers.get(name)
-            if type(section) is not type(default):
-                raise ValueError(f"{name}: expected {type(default).__name__}, got {section!r}")
+            if type(section) is not kind:
+                raise ValueError(f"{name}: expected {kind.__name__}, got {section!r}")
         if set(self.solvers) != set(expected):
             raise ValueError(f"unknown solver sections {sorted(set(self.solvers) - set(expected))}")
         SOLVERS[self.method].check(self)
@@ -147,8 +154,8 @@ class PlannerConfig(Settings):
         """(path, field) of every setting: the driver's, then each section's."""
         for f in _driver_fields():
             yield f.name, f
-        for name, section in _sections().items():
-            for f in dataclasses.fields(section):
+        for name, kind in _section_types().items():
+            for f in dataclasses.fields(kind):
                 yield f"{name}.{f.name}", f
 
 
@@ -156,6 +163,7 @@ def _driver_fields() -> tuple[dataclasses.Field, ...]:
     return tuple(f for f in dataclasses.fields(PlannerConfig) if f.name != "solvers")
 
 
+@functools.cache
 def legacy_names() -> dict[str, tuple[str, ...]]:
     """The previous release's flat names and the paths each now sets."""
     out: dict[str, list[str]] = {}
@@ -185,8 +193,9 @@ def paths_of(overrides: Mapping[str, Any]) -> set[str]:
     return out
 
 
-def _top_level_names() -> set[str]:
-    return {f.name for f in _driver_fields()} | set(_sections())
+@functools.cache
+def _top_level_names() -> frozenset[str]:
+    return frozenset({f.name for f in _driver_fields()} | set(_section_types()))
 
 
 def _nest(overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -200,7 +209,7 @@ def _nest(overrides: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in overrides.items():
         if key in legacy:
             continue
-        if key in _sections():
+        if key in _section_types():
             if not isinstance(value, Mapping):
                 raise ValueError(f"{key}={value!r}: the {key} solver's settings are a mapping, e.g. "
                                  f"{{\"{key}\": {{...}}}}")
