@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import urlparse
@@ -38,11 +37,11 @@ import httpx
 import numpy as np
 import torch
 
+from benchmarks.problems import ROOT, default_arch, random_model
 from models import DEFAULT_MODEL_PATH, WorldModel
 from planning import PlannerConfig
 from planning.config import spread
 
-ROOT = Path(__file__).resolve().parents[1]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 log = logging.getLogger("benchmarks")
 
@@ -123,8 +122,6 @@ def server_model(explicit: str | None, quick: bool, folder: Path) -> tuple[Path,
     found = find_model(explicit)
     if found is not None:
         return found, str(found)
-    from benchmarks.problems import default_arch, random_model
-
     path = save_model(random_model(default_arch()), folder / "default-arch-random.pt",
                       metadata={"kind": "benchmark stand-in: default architecture, random weights"})
     return path, "default architecture (configs/wall.json) with RANDOM weights: no trained model found"

@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from models import Latent, WorldModel
 from models.predictor import Attention, Predictor

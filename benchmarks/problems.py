@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.harness import ROOT
 from models import Latent, NormStats, WorldModel, WorldModelConfig
 from models import testing
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout (configs/, models/)
 
 
 # Models ------------------------------------------------------------------------

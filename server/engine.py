@@ -16,7 +16,6 @@ Data flows one way: inputs in, outputs back as values.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import time
@@ -30,6 +29,7 @@ import torch
 import models
 from models import DEFAULT_MODEL_PATH, Latent, WorldModel, load_model
 from models.artifact import model_identity
+from models.flops import rollout_gflop
 from models.inference import InferenceConfig
 from planning import PlanBatch, PlannerConfig, PlanResult
 from planning.registry import SOLVERS
@@ -313,8 +313,6 @@ class Engine:
     def rollout_gflop(self, horizon: int) -> float:
         """GFLOPs of one sample's rollout over ``horizon`` steps: ``models.flops.rollout_gflop``,
         the FLOP model the benchmarks count with (matmuls only, as ``WorldModel.rollout`` runs)."""
-        from models.flops import rollout_gflop
-
         return rollout_gflop(self.model.config, horizon)
 
     # -- identity and health ------------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from training import monitor
-from training.diagnose import Finding, Thresholds, diagnose, new_findings, rolling_rel_std, sign_changes
+from training.diagnose import Thresholds, diagnose, new_findings, rolling_rel_std, sign_changes
 
 N = 30  # epochs per phase
 
