@@ -149,11 +149,12 @@ class Server:
     process group it leads) on `stop` or when the `with` block ends.
 
     threads: the server's --torch-threads (None: not passed, the server's own default);
-    options: more `python -m server` flags.
+    options: more `python -m server` flags; checkout: run another checkout's server (e.g. a git
+    worktree of the commit before a change) with this Python, instead of this one's.
     """
 
     def __init__(self, model: Path, *, threads: int | None = 1, replicas: int = 0, device: str = "cpu",
-                 options: Iterable[str] = (), ready_timeout: float = 180.0) -> None:
+                 options: Iterable[str] = (), ready_timeout: float = 180.0, checkout: Path | None = None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.threads, self.replicas = threads, replicas
@@ -163,7 +164,9 @@ class Server:
         if replicas:
             cmd += ["--replicas", str(replicas), "--num-cpus", str(round(1.0 / replicas, 2))]
         self._log = tempfile.TemporaryFile(mode="w+")  # a pipe nobody reads could fill and block the server
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+        root = Path(checkout) if checkout is not None else ROOT
+        env = {**os.environ, "PYTHONPATH": str(root)} if checkout is not None else None
+        self.proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=bool(replicas))
         self.pid = self.proc.pid
         try:

@@ -10,8 +10,8 @@ import torch
 
 from benchmarks import plan_latency, server_load
 from benchmarks.naive import naive_plan
-from benchmarks.problems import random_model, reachable_problem
-from benchmarks.studies import rollout_ladder
+from benchmarks.problems import ROOT, random_model, reachable_problem
+from benchmarks.studies import ab_servers, rollout_ladder
 from models.testing import TINY_CONFIG
 from planning import PlannerConfig, plan
 
@@ -80,6 +80,13 @@ def test_server_load_quick(capsys, tmp_path):
     assert phase["p99_ms"] >= phase["p50_ms"] > 0
     assert phase["rss_growth"] is not None and phase["mean_batch_requests"] >= 1
     assert json.loads((tmp_path / "r.json").read_text()) == out  # --out holds the printed result
+
+
+def test_ab_servers_against_the_same_checkout_gives_the_same_plans(capsys):
+    out = run_json(ab_servers.main, ["--quick", "--other", str(ROOT)], capsys)
+    assert out["summary"]["same_plans"] is True  # the same seeds and inputs: the same iterations, request by request
+    assert [r["server"] for r in out["rows"]] == ["this", "other"] and all(r["requests"] == 3 for r in out["rows"])
+    assert set(out["summary"]["this_over_other"]) == {"round_trip_ms_p50", "plan_ms_per_iteration_p50"}
 
 
 def test_server_load_refuses_a_remote_url():
