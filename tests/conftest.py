@@ -15,6 +15,14 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 TEST_DEVICE = os.environ.get("WM_TEST_DEVICE", "cpu")
 
 
+@pytest.fixture(autouse=True)
+def _no_operator_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see the server's own defaults, not the WM_* settings of the shell or
+    container they run in (the Docker image sets WM_HOST, WM_PORT, WM_DEVICE, WM_MODEL)."""
+    for name in [k for k in os.environ if k.startswith("WM_") and k != "WM_TEST_DEVICE"]:
+        monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def test_device() -> torch.device:
     device = torch.device(TEST_DEVICE)

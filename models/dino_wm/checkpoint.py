@@ -66,6 +66,13 @@ _TRAINING = ("torch.optim.adam.Adam", "torch.optim.adamw.AdamW", "torch.optim.sg
              # an optimiser's `state` is `defaultdict(dict)`; see `_plain_dict`
              "builtins.dict")
 KNOWN_CLASSES: tuple[str, ...] = _DINO_WM + _DINOV2 + _TORCH_NN + _TRAINING
+# The enums among them. Python pickles an enum member by value, `Cls(value)`, except
+# CPython 3.11.0 to 3.11.4 (3.11.2 is Debian bookworm's python3), which pickle it by name
+# as `getattr(Cls, name)` (bpo-44342, reverted in 3.11.5 by gh-105332). `_enum_member`
+# accepts that one form of `getattr`, for these classes alone.
+ENUM_CLASSES: tuple[str, ...] = ("accelerate.utils.dataclasses.DistributedType",
+                                 "accelerate.utils.dataclasses.DynamoBackend",
+                                 "accelerate.utils.dataclasses.PrecisionType")
 
 
 class CheckpointError(ValueError):
@@ -78,6 +85,7 @@ class PickledObject:
     handed it (a module's `__dict__`). It has no behaviour of its own."""
 
     class_path: ClassVar[str] = ""
+    member_name: str | None = None  # an enum member pickled by name (`_enum_member`); by value it is `args[0]`
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "PickledObject":
         obj = super().__new__(cls)
@@ -110,8 +118,26 @@ def _plain_dict(*_factory: Any) -> dict:
     return {}
 
 
+def _enum_member(cls: Any, name: Any) -> PickledObject:
+    """Stands in for `builtins.getattr` in a checkpoint: the by-name form of an
+    enum member, `getattr(EnumClass, "MEMBER")`, for the allow-listed enum
+    classes only. Any other use of `getattr` (another class, an attribute of
+    an object, a private name) is refused: it is how a pickle reaches
+    functions that the allow-list does not name."""
+    path = getattr(cls, "class_path", None) if isinstance(cls, type) and issubclass(cls, PickledObject) else None
+    if path not in ENUM_CLASSES or not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+        shown = path or type(cls).__name__
+        raise pickle.UnpicklingError(
+            f"builtins.getattr({shown}, {name!r}) refused: a checkpoint may use getattr only for a member "
+            f"of the enums {', '.join(ENUM_CLASSES)}")
+    member = cls.__new__(cls)
+    member.member_name = name
+    return member
+
+
 def _allow_list() -> list[tuple[Any, str]]:
-    return [(cls, path) for path, cls in STAND_INS.items()] + [(_plain_dict, "collections.defaultdict")]
+    return [(cls, path) for path, cls in STAND_INS.items()] + [
+        (_plain_dict, "collections.defaultdict"), (_enum_member, "builtins.getattr")]
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -31,3 +31,10 @@ def test_help_and_bad_arguments():
     assert run("--help").returncode == 0 and "WM_TEST_DEVICE=cuda" in run("--help").stdout
     bad = run("--fast")
     assert bad.returncode == 2 and "unknown argument --fast" in bad.stderr
+
+
+def test_carried_mode_without_wheels_says_how_to_make_them(tmp_path):
+    r = run("--carried", "--cpu", "--wheels", str(tmp_path / "none"), "--out", str(tmp_path / "check.json"))
+    assert r.returncode == 4
+    assert "scripts/prepare_device_wheels.sh" in r.stderr
+    assert not (tmp_path / "check.json").exists()

@@ -39,12 +39,37 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _alive(pid: int) -> bool:
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22): with the
+    pid, an identity that a recycled pid does not share. None when the pid is not running."""
     try:
-        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state is field 3
+    return None if fields[0] in "ZX" else fields[19]  # a zombie has died; only its parent's reaping waits
+
+
+def _gone(pid: int, start_time: str | None) -> bool:
+    """The process that had `pid` and `start_time` has died (exited, killed or a zombie not yet
+    reaped by its parent, Ray's raylet); another process may have the pid since."""
+    if Path("/proc/self/stat").exists():
+        now = _start_time(pid)
+        return now is None or now != start_time
+    try:
+        os.kill(pid, 0)  # no /proc: a zombie still counts as alive here
     except ProcessLookupError:
-        return False
-    return True
+        return True
+    return False
+
+
+def _wait_gone(pid: int, start_time: str | None, timeout: float) -> float:
+    """Seconds until the process died; fails the test after `timeout`."""
+    t0 = time.monotonic()
+    while not _gone(pid, start_time):
+        assert time.monotonic() - t0 < timeout, f"replica process {pid} still running {timeout} s after SIGKILL"
+        time.sleep(0.05)
+    return time.monotonic() - t0
 
 
 REPLICAS: dict[str, int] = {}  # replica name -> pid, from /health (this fixture's replicas only)
@@ -154,14 +179,20 @@ def test_a_replica_killed_mid_episode_loses_no_step(ray_url):
         except BaseException as exc:  # noqa: BLE001 - reported below
             results[i] = exc
 
+    victim_name, victim = next(iter(REPLICAS.items()))
+    survivor_name = next(name for name in REPLICAS if name != victim_name)
+    victim_start = _start_time(victim)
+    assert not _gone(victim, victim_start), f"replica {victim_name} (pid {victim}) is not running before the kill"
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(tasks))]
     for t in threads:
         t.start()
     time.sleep(2.0)  # the episodes are under way
-    victim_name, victim = next(iter(REPLICAS.items()))
     os.kill(victim, signal.SIGKILL)
+    # Dead within seconds: no longer running (gone, or a zombie that Ray's raylet reaps later).
+    _wait_gone(victim, victim_start, timeout=30)
     for t in threads:
         t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "an episode did not finish within 300 s"
     for r in results:
         assert not isinstance(r, BaseException), repr(r)
         ok, loop, robot = r
@@ -170,17 +201,20 @@ def test_a_replica_killed_mid_episode_loses_no_step(ray_url):
         # and the episode either reached its goal or used its whole budget.
         assert robot.applied == report.env_actions == 5 * report.model_steps
         assert ok or report.model_steps == 8
-    # The killed replica is replaced: a new one answers beside the survivor.
-    assert not _alive(victim)
+    # The killed replica is replaced: a new replica, in a live process of its own, reports
+    # ready through the deployment's /health beside the survivor, and the dead one never answers.
     deadline = time.monotonic() + 120
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     with PlanningClient(ray_url, timeout=10) as c:
-        while len(seen - {victim_name}) < 2:
+        while not (set(seen) - {victim_name, survivor_name} and survivor_name in seen):
             assert time.monotonic() < deadline, f"Ray did not replace the killed replica (answering: {seen})"
             try:
                 health = c.health()
                 if health["status"] == "ok":
-                    seen.add(health["replica"])
+                    seen[health["replica"]] = health["pid"]
             except Exception:  # noqa: BLE001 - the proxy may still route to the dead one
                 pass
             time.sleep(0.2)
+    assert victim_name not in seen, f"the killed replica {victim_name} answered /health"
+    (new_name, new_pid), = ((n, p) for n, p in seen.items() if n not in (victim_name, survivor_name))
+    assert new_pid != victim and not _gone(new_pid, _start_time(new_pid)), (new_name, new_pid)

@@ -61,8 +61,15 @@ def test_the_package_imports_only_the_standard_library_and_its_declared_dependen
 
 
 def test_the_installed_distribution_is_this_directory() -> None:
+    # Editable (scripts/setup.sh) or copied by a plain `pip install ./clients/python` (the
+    # Docker image): either way the imported modules must be this directory's, byte for byte.
     assert importlib.metadata.version("wm-planning-client") == wm_client.__version__
-    assert Path(wm_client.__file__).resolve().is_relative_to(PACKAGE / "src")
+    source = PACKAGE / "src" / "wm_client"
+    imported = Path(wm_client.__file__).resolve().parent
+    expected = sorted(p.relative_to(source) for p in source.rglob("*.py"))
+    assert sorted(p.relative_to(imported) for p in imported.rglob("*.py")) == expected, imported
+    for rel in expected:
+        assert (imported / rel).read_bytes() == (source / rel).read_bytes(), f"{imported / rel} is stale"
 
 
 def _top_level_definitions(path: Path) -> set[str]:
