@@ -1,6 +1,6 @@
 """LeWorldModel (Maes, Le Lidec, Scieur, LeCun, Balestriero 2026; `lucas-maes/le-wm`), served here.
 
-    python -m models.lewm import weights.pt --config config.json --stats stats.json --out lewm.pt
+    python -m models.lewm weights.pt --config config.json --stats stats.json --out lewm.pt
 
 config.py     the architecture (defaults: the published model)
 network.py    the ViT encoder, BatchNorm MLPs, action embedder and AdaLN-zero predictor
