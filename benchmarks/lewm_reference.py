@@ -8,6 +8,8 @@ repository: `--prepare DIR` fetches it from PyPI into DIR (git-ignored `.peers/l
 default), and the reference side runs in a separate process that imports it from there.
 
     python -m benchmarks.lewm_reference --prepare .peers/lewm       # once: pip download + install --target
+    # optional, le-wm's own JEPA too (upstream lucas-maes/le-wm, e.g. commit c8a4417), from a checkout:
+    mkdir -p .peers/lewm/le-wm && cp LE_WM_CHECKOUT/{jepa,module}.py .peers/lewm/le-wm/
     python -m benchmarks.lewm_reference [--reference DIR] [--size published|small] [--out result.json]
 
 The reference process builds a seeded LeWM (every parameter and BatchNorm statistic
@@ -152,6 +154,23 @@ def reference_side(reference: Path, out: Path, size: str, seed: int) -> None:
     window = torch.randn(2, HISTORY, cfg["predictor"]["input_dim"], generator=g)
     window_actions = torch.randn(2, HISTORY, a_dim, generator=g)
     candidates = torch.randn(1, SAMPLES, HORIZON, a_dim, generator=g)
+    outputs: dict[str, torch.Tensor] = {}
+    source = reference / "le-wm"
+    if (source / "jepa.py").is_file() and (source / "module.py").is_file():
+        # le-wm's own JEPA on the same weights: its rollout appends one frame per step and
+        # re-embeds the actions so far, where stable-worldmodel's embeds every action at once
+        jepa = _load_file("lewm_reference_jepa", source / "jepa.py")
+        lewm_module = _load_file("lewm_reference_le_wm_module", source / "module.py")
+        upstream = jepa.JEPA(encoder=encoder, predictor=lewm_module.ARPredictor(**cfg["predictor"]),
+                             action_encoder=lewm_module.Embedder(**cfg["action_encoder"]),
+                             projector=mlp("projector"), pred_proj=mlp("pred_proj"))
+        upstream.load_state_dict(model.state_dict())
+        upstream = upstream.eval().requires_grad_(False)
+        with torch.inference_mode():
+            info = {"pixels": pixels[:1, None, None].expand(1, SAMPLES, 1, 3, s, s),
+                    "goal": pixels[1:2, None, None].expand(1, SAMPLES, 1, 3, s, s), "action": candidates[:, :, :1]}
+            outputs["le_wm_cost"] = upstream.get_cost(info, candidates.clone())[0]
+            outputs["le_wm_rollout"] = info["predicted_emb"][0, :, 1:]
     with torch.inference_mode():
         emb = model.encode({"pixels": pixels[:, None]})["emb"][:, 0]  # (4, E)
         predicted = model.predict(window, model.action_encoder(window_actions))  # (2, T, E)
@@ -161,7 +180,7 @@ def reference_side(reference: Path, out: Path, size: str, seed: int) -> None:
         cost = model.get_cost(info, candidates.clone())  # (1, S)
         rollout = info["predicted_emb"][0, :, 1:]  # (S, H, E): frames 1..H
     torch.save({"pixels": pixels, "window": window, "window_actions": window_actions, "candidates": candidates[0],
-                "emb": emb, "predicted": predicted, "rollout": rollout, "cost": cost[0]}, out / "outputs.pt")
+                "emb": emb, "predicted": predicted, "rollout": rollout, "cost": cost[0], **outputs}, out / "outputs.pt")
 
 
 # This project's side ---------------------------------------------------------------------
@@ -196,6 +215,9 @@ def compare(folder: Path) -> dict[str, Any]:
 
     checks = {"encode": err(z.visual[:, 0], ref["emb"]), "predict": err(predicted, ref["predicted"]),
               "rollout": err(rollout.visual[:, :, 0], ref["rollout"]), "cost": err(cost, ref["cost"])}
+    if "le_wm_rollout" in ref:
+        checks.update(le_wm_rollout=err(rollout.visual[:, :, 0], ref["le_wm_rollout"]),
+                      le_wm_cost=err(cost, ref["le_wm_cost"]))
     return {"checks": checks, "tolerance": TOLERANCE, "params": model.num_parameters(),
             "ok": all(c["max_abs"] <= TOLERANCE * max(1.0, c["max_ref"]) for c in checks.values())}
 
@@ -224,9 +246,11 @@ def run(reference: Path, size: str = "small", seed: int = 0, workdir: Path | Non
         if proc.returncode:
             raise RuntimeError(f"the reference side failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         result = compare(folder)
-    return {**result, "size": size, "seed": seed, "reference": {
-        "code": f"stable-worldmodel {SWM_VERSION}: {', '.join(SWM_FILES)}; encoder transformers.ViTModel as "
-                "stable-pretraining's vit_hf builds it", "versions": versions(reference)}}
+    code = (f"stable-worldmodel {SWM_VERSION}: {', '.join(SWM_FILES)}; encoder transformers.ViTModel as "
+            "stable-pretraining's vit_hf builds it")
+    if (reference / "le-wm" / "jepa.py").is_file():
+        code += f"; le-wm's jepa.py + module.py from {reference / 'le-wm'} (le_wm_* checks)"
+    return {**result, "size": size, "seed": seed, "reference": {"code": code, "versions": versions(reference)}}
 
 
 def main(argv: list[str] | None = None) -> int:

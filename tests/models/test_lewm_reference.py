@@ -23,11 +23,12 @@ def result(tmp_path_factory):
 
 def test_encodings_predictions_rollout_and_cost_match_the_reference(result):
     checks = result["checks"]
-    assert set(checks) == {"encode", "predict", "rollout", "cost"}
-    for name in ("encode", "predict", "rollout"):
-        assert checks[name]["max_abs"] <= 1e-4, (name, checks[name])
-    # le-wm's cost sums squares over the embedding; compared relative to its size
-    assert checks["cost"]["max_abs"] <= 1e-4 * max(1.0, checks["cost"]["max_ref"]), checks["cost"]
+    assert set(checks) >= {"encode", "predict", "rollout", "cost"}  # + le_wm_rollout, le_wm_cost with le-wm's source
+    for name, check in checks.items():
+        if name.endswith("cost"):  # le-wm's cost sums squares over the embedding: compared relative to its size
+            assert check["max_abs"] <= 1e-4 * max(1.0, check["max_ref"]), (name, check)
+        else:
+            assert check["max_abs"] <= 1e-4, (name, check)
     assert result["ok"] and result["reference"]["versions"]["stable-worldmodel"] == ref.SWM_VERSION
 
 
