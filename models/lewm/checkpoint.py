@@ -105,10 +105,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(sd)
 
 
-def to_project_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a published state dict onto `models.lewm.network` (see the module docstring).
-    Keys that match nothing are an error, listed, so a changed architecture is caught."""
+def to_project_names(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Rename a published state dict onto `models.lewm.network` (see the module docstring);
+    returns the renamed weights and, for messages, each new name's published one. Keys that
+    match nothing are an error, listed, so a changed architecture is caught."""
     out: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
     unknown = []
     for key, value in sd.items():
         if _UNUSED.fullmatch(key):
@@ -121,14 +123,14 @@ def to_project_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                         raise LeWMImportError(f"{key} has shape {tuple(value.shape)}; the action embedder's "
                                               "Conv1d must have kernel size 1 (a per-step map)")
                     value = value[:, :, 0]
-                out[new] = value.contiguous()
+                out[new], origin[new] = value.contiguous(), key
                 break
         else:
             unknown.append(key)
     if unknown:
         raise LeWMImportError(f"the checkpoint has parameters LeWM does not have: {unknown[:8]}"
                               f"{' ...' if len(unknown) > 8 else ''}; is it a LeWM (le-wm JEPA) state dict?")
-    return out
+    return out, origin
 
 
 # Configs ---------------------------------------------------------------------

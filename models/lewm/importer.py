@@ -185,17 +185,20 @@ def stats_provenance(kind: str, dataset: str | None, episodes: int | None = None
 
 
 # Import ----------------------------------------------------------------------
-def load_weights(model: LeWM, weights: dict[str, torch.Tensor], config_path: Path) -> None:
-    """Strict load; a shape mismatch names the parameter and both shapes (a config that does not fit)."""
+def load_weights(model: LeWM, weights: dict[str, torch.Tensor], origin: dict[str, str], config_path: Path) -> None:
+    """Strict load; a mismatch names the checkpoint's parameter and both shapes (a config that does not fit).
+    origin: this project's parameter name -> the checkpoint's (`to_project_names`)."""
     own = model.state_dict()
-    wrong = [f"{k}: config gives {tuple(own[k].shape)}, checkpoint has {tuple(v.shape)}"
+    wrong = [f"{origin.get(k, k)}: config gives {tuple(own[k].shape)}, checkpoint has {tuple(v.shape)}"
              for k, v in weights.items() if k in own and own[k].shape != v.shape]
     missing = sorted(set(own) - set(weights))
-    unexpected = sorted(set(weights) - set(own))
+    unexpected = sorted(origin.get(k, k) for k in set(weights) - set(own))
     if wrong or missing or unexpected:
         raise LeWMImportError(f"{config_path} does not describe these weights: "
-                              + "; ".join(wrong[:6] + ([f"missing {missing[:6]}"] if missing else [])
-                                          + ([f"unexpected {unexpected[:6]}"] if unexpected else []))
+                              + "; ".join(wrong[:6] + ([f"the config asks for parameters the checkpoint lacks (this project's names): missing "
+                                             f"{missing[:6]}"] if missing else [])
+                                          + ([f"the checkpoint has parameters the config does not: {unexpected[:6]}"]
+                                             if unexpected else []))
                               + ". Is the config from the same run as the checkpoint?")
     model.load_state_dict(weights)
 
@@ -223,7 +226,7 @@ def import_checkpoint(weights_path: str | Path, config_path: str | Path, stats: 
                               f"actions have {config.raw_action_dim} per env step ({config.action_dim} per model step "
                               f"/ frameskip {frameskip})")
     model = LeWM(config, stats)
-    load_weights(model, to_project_names(sd), config_path)
+    load_weights(model, *to_project_names(sd), config_path)
     model = model.eval().requires_grad_(False)
     metadata: dict[str, Any] = {
         "source": "lewm", "checkpoint": str(weights_path.resolve()), "checkpoint_sha256": file_sha256(weights_path),
