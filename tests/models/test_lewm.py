@@ -129,3 +129,16 @@ def test_flop_model_counts_what_the_rollout_runs(horizon):
     predicted = rollout_flops(model.config, horizon).total
     assert predicted == pytest.approx(counter.get_total_flops(), rel=0.02)
     assert model.rollout_gflop(horizon) == pytest.approx(predicted / 1e9)
+
+
+def test_reference_flop_count_matches_le_wms_window_recomputing_rollout():
+    """`execution="reference"` prices le-wm's rollout (every block over the whole window,
+    pred_proj on every window frame) for comparisons with its planner."""
+    from models.lewm.config import LeWMConfig
+    model = LeWM(LeWMConfig(), tiny_lewm().stats).eval().requires_grad_(False)
+    z0, actions = torch.randn(1, 192), torch.randn(1, 5, model.config.action_dim)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        _reference_rollout(model, z0, actions)
+    assert rollout_flops(model.config, 5, "reference").total == pytest.approx(counter.get_total_flops(), rel=0.02)
+    assert rollout_flops(model.config, 5).total < 0.75 * rollout_flops(model.config, 5, "reference").total
