@@ -142,3 +142,19 @@ def test_reference_flop_count_matches_le_wms_window_recomputing_rollout():
         _reference_rollout(model, z0, actions)
     assert rollout_flops(model.config, 5, "reference").total == pytest.approx(counter.get_total_flops(), rel=0.02)
     assert rollout_flops(model.config, 5).total < 0.75 * rollout_flops(model.config, 5, "reference").total
+
+
+@pytest.mark.parametrize("options", [{"dtype": "bf16"}, {"compile": True, "compile_backend": "eager"}],
+                         ids=["bf16", "compiled"])
+def test_inference_options_keep_fp32_outputs_close_to_fp32(options):
+    from models.inference import InferenceConfig
+    exact, other = tiny_lewm(seed=2), tiny_lewm(seed=2).configure_inference(InferenceConfig(**options))
+    z0 = Latent(torch.randn(3, 1, TINY_LEWM.embed_dim), torch.zeros(3, 0))
+    actions = torch.randn(3, 5, TINY_LEWM.action_dim)
+    with torch.inference_mode():
+        want, got = exact.rollout(z0, actions).visual, other.rollout(z0, actions).visual
+        enc = other.encode(torch.randn(2, 3, 28, 28)).visual
+    assert got.dtype == torch.float32 and enc.dtype == torch.float32
+    tol = 1e-5 if options.get("compile") else 0.1 * float(want.abs().max())
+    torch.testing.assert_close(got, want, rtol=0, atol=tol)
+    assert other.describe()["inference"]["compiled"] is bool(options.get("compile"))
