@@ -21,7 +21,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,6 +29,9 @@ from models.config import WorldModelConfig
 from models.inference import InferenceConfig
 from models.stats import NormStats
 from models.world_model import WorldModel
+
+if TYPE_CHECKING:
+    from models.lewm.model import LeWM
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +120,9 @@ def read_artifact(path: str | Path) -> dict[str, Any]:
 
 
 def load_model(path: str | Path | None = None, device: str | torch.device = "cpu", dtype: str = "fp32",
-               compile: bool = False, inference: InferenceConfig | None = None) -> WorldModel:
-    """Load an artifact into an eval-mode model with gradients off.
+               compile: bool = False, inference: InferenceConfig | None = None) -> WorldModel | LeWM:
+    """Load an artifact into an eval-mode model with gradients off: a `WorldModel`, or a
+    `models.lewm.LeWM` for an artifact of family "lewm" (the same planner interface).
 
     path: None serves the shipped default model (`DEFAULT_MODEL_PATH`).
     dtype: "fp32" | "bf16" | "fp16", the precision encode and rollout compute
