@@ -87,7 +87,8 @@ class LeWMConfig:
         for bound in (self.action_low, self.action_high):
             if bound is not None and len(bound) != self.raw_action_dim:
                 raise ValueError(f"action bounds {bound} need raw_action_dim={self.raw_action_dim} values")
-        if self.action_low is not None and any(lo >= hi for lo, hi in zip(self.action_low, self.action_high)):  # type: ignore[arg-type]
+        if self.action_low is not None and self.action_high is not None and any(
+                lo >= hi for lo, hi in zip(self.action_low, self.action_high)):
             raise ValueError(f"action_low={self.action_low} must be below action_high={self.action_high}")
 
     # Derived sizes, in the names the planner and server read -------------------

@@ -193,13 +193,14 @@ def load_weights(model: LeWM, weights: dict[str, torch.Tensor], origin: dict[str
              for k, v in weights.items() if k in own and own[k].shape != v.shape]
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(origin.get(k, k) for k in set(weights) - set(own))
-    if wrong or missing or unexpected:
-        raise LeWMImportError(f"{config_path} does not describe these weights: "
-                              + "; ".join(wrong[:6] + ([f"the config asks for parameters the checkpoint lacks (this project's names): missing "
-                                             f"{missing[:6]}"] if missing else [])
-                                          + ([f"the checkpoint has parameters the config does not: {unexpected[:6]}"]
-                                             if unexpected else []))
-                              + ". Is the config from the same run as the checkpoint?")
+    problems = wrong[:6]
+    if missing:
+        problems.append(f"the config asks for parameters the checkpoint lacks (this project's names): {missing[:6]}")
+    if unexpected:
+        problems.append(f"the checkpoint has parameters the config does not: {unexpected[:6]}")
+    if problems:
+        raise LeWMImportError(f"{config_path} does not describe these weights: {'; '.join(problems)}. "
+                              "Is the config from the same run as the checkpoint?")
     model.load_state_dict(weights)
 
 
