@@ -86,7 +86,7 @@ def test_the_pickled_object_checkpoint_is_refused_without_running_it(tmp_path, s
 
 
 @pytest.mark.parametrize("section,key,value,match", [
-    ("predictor", "depth", 3, r"missing .*predictor\.blocks\.2"),
+    ("predictor", "depth", 3, r"checkpoint lacks .*predictor\.blocks\.2"),
     ("predictor", "mlp_dim", 64, r"layers\.0\.mlp\.net\.1\.weight: config gives \(64, 16\), checkpoint has \(32, 16\)"),
     ("projector", "output_dim", 8, "projector.output_dim=8"),
     ("action_encoder", "input_dim", 6, "takes 4 inputs"),
