@@ -1,4 +1,5 @@
-"""DINO-WM-style visual world model: config, network, statistics, artifacts."""
+"""World models (the DINO-WM-style `WorldModel`; LeWorldModel in `models.lewm`):
+config, network, statistics, artifacts."""
 
 from models.artifact import (DEFAULT_MODEL_PATH, ArtifactError, ModelNotFoundError, load_model,
                              read_artifact, resolve_device, save_model)

@@ -9,6 +9,7 @@ reads it without unpickling any code):
     state_dict      the network's weights
     stats           NormStats.to_dict(): action/proprio mean+std and provenance
     metadata        free-form JSON-able facts (training run, command, wall time)
+    family          "world_model" (absent in older files) or "lewm": which class to build
 
 Writes are atomic (temp file + rename): a crash never leaves half a model.
 """
@@ -20,7 +21,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,11 +30,18 @@ from models.inference import InferenceConfig
 from models.stats import NormStats
 from models.world_model import WorldModel
 
+if TYPE_CHECKING:
+    from models.lewm.model import LeWM
+
 log = logging.getLogger(__name__)
 
 FORMAT = "wm-planning-server/world-model"
 FORMAT_VERSION = 1
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "default" / "wall.pt"
+# payload["family"]: which model class the config and weights build (absent in older artifacts: the
+# DINO-WM-style `WorldModel`). Each family is one interface to the planner (models/lewm/model.py).
+WORLD_MODEL_FAMILY = "world_model"
+FAMILIES = (WORLD_MODEL_FAMILY, "lewm")
 
 
 class ArtifactError(ValueError):
@@ -50,7 +58,8 @@ def save_model(model: WorldModel, path: str | Path, metadata: dict[str, Any] | N
     # fp32 on disk whatever the model computes in (a cast-bf16 model saves fp32 weights)
     state = {k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict(),
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION,
+               "family": getattr(model.config, "family", WORLD_MODEL_FAMILY), "config": model.config.to_dict(),
                "state_dict": state, "stats": model.stats.to("cpu").to_dict(), "metadata": metadata or {}}
     atomic_torch_save(payload, path)
     return path
@@ -111,8 +120,9 @@ def read_artifact(path: str | Path) -> dict[str, Any]:
 
 
 def load_model(path: str | Path | None = None, device: str | torch.device = "cpu", dtype: str = "fp32",
-               compile: bool = False, inference: InferenceConfig | None = None) -> WorldModel:
-    """Load an artifact into an eval-mode model with gradients off.
+               compile: bool = False, inference: InferenceConfig | None = None) -> WorldModel | LeWM:
+    """Load an artifact into an eval-mode model with gradients off: a `WorldModel`, or a
+    `models.lewm.LeWM` for an artifact of family "lewm" (the same planner interface).
 
     path: None serves the shipped default model (`DEFAULT_MODEL_PATH`).
     dtype: "fp32" | "bf16" | "fp16", the precision encode and rollout compute
@@ -129,12 +139,20 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
                 f"the shipped default model is missing ({path}); train it with the command in the README "
                 "or pass --model PATH")
     payload = read_artifact(path)
+    family = payload.get("family", WORLD_MODEL_FAMILY)
+    if family not in FAMILIES:
+        raise ArtifactError(f"{path} holds a model of family {family!r}; this code builds {FAMILIES}")
     try:
-        config = WorldModelConfig.from_dict(payload["config"])
+        if family == "lewm":
+            from models.lewm.model import LeWM  # models.lewm builds on this module
+            from models.lewm.config import LeWMConfig
+            config, model_class = LeWMConfig.from_dict(payload["config"]), LeWM
+        else:
+            config, model_class = WorldModelConfig.from_dict(payload["config"]), WorldModel
         stats = NormStats.from_dict(payload["stats"])
+        model = model_class(config, stats)
     except (TypeError, ValueError) as exc:
         raise ArtifactError(f"{path}: {exc}") from exc
-    model = WorldModel(config, stats)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -311,9 +311,12 @@ class Engine:
         return rollouts * self.rollout_gflop(config.horizon)
 
     def rollout_gflop(self, horizon: int) -> float:
-        """GFLOPs of one sample's rollout over ``horizon`` steps: ``models.flops.rollout_gflop``,
-        the FLOP model the benchmarks count with (matmuls only, as ``WorldModel.rollout`` runs)."""
-        return rollout_gflop(self.model.config, horizon)
+        """GFLOPs of one sample's rollout over ``horizon`` steps: the model family's FLOP model,
+        the one the benchmarks count with (matmuls only, as the model's ``rollout`` runs): a model
+        that brings its own (``rollout_gflop``, e.g. LeWM's ``models/lewm/flops.py``), else
+        ``models.flops.rollout_gflop`` of the DINO-WM-style ``WorldModel``."""
+        own = getattr(self.model, "rollout_gflop", None)
+        return own(horizon) if own is not None else rollout_gflop(self.model.config, horizon)
 
     # -- identity and health ------------------------------------------------------
 
