@@ -35,7 +35,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -136,3 +136,28 @@ def precision(cfg: InferenceConfig, device: torch.device) -> Iterator[None]:
 
 def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def guarded_rollout(model: Any, z0: Any, actions: torch.Tensor) -> Any:
+    """`model._rollout(z0, actions)` under the model's inference config: eager fp32 as it is; else in
+    its precision (inputs cast with `model._cast_inputs`) through its compiled rollout when it has one,
+    falling back to eager for good if the compiled code fails (but not on out-of-memory, which the
+    planner halves its chunk for). Returns the model's `Latent` in fp32. One wrapper for every model
+    family (`WorldModel`, `models.lewm.LeWM`)."""
+    if not model.inference.reduced and model._compiled_rollout is None:
+        return model._rollout(z0, actions)
+    with precision(model.inference, model.device):
+        z0, actions = model._cast_inputs(z0, actions)
+        out = None
+        if model._compiled_rollout is not None:
+            try:
+                out = model._compiled_rollout(z0, actions)
+            except Exception as exc:  # noqa: BLE001 - any compiled-code failure but OOM: run eagerly
+                if is_out_of_memory(exc):
+                    raise
+                log.warning("compiled rollout of %s failed (%s: %s); running eagerly from now on",
+                            type(model).__name__, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                model._compiled_rollout = None
+        if out is None:
+            out = model._rollout(z0, actions)
+    return type(out)(out.visual.float(), out.proprio.float())

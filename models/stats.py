@@ -20,9 +20,12 @@ grouping `frameskip` consecutive env steps into one model step as DINO-WM does.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 # A constant action or proprio dimension has std 0; dividing by it would give
@@ -141,3 +144,29 @@ class ActionCodec:
         lo = torch.tensor(low, dtype=torch.float32).expand(self.frameskip, self.raw_dim)
         hi = torch.tensor(high, dtype=torch.float32).expand(self.frameskip, self.raw_dim)
         return self.to_model(lo).flatten(), self.to_model(hi).flatten()
+
+
+def read_stats_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a statistics file an importer reads: JSON, NPZ (a `provenance` entry, if any, is a
+    JSON string) or a weights-only torch file (`.pt`/`.pth`). Raises ValueError naming the file; what the
+    mapping must hold is the importer's business (each model family needs other statistics)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no statistics file at {path}")
+    if path.suffix == ".json":
+        data = json.loads(path.read_text())
+    elif path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as npz:
+            data = {k: npz[k] for k in npz.files}
+        if "provenance" in data:
+            data["provenance"] = json.loads(str(data["provenance"]))
+    elif path.suffix in (".pt", ".pth"):
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not a weights-only dict"
+            raise ValueError(f"{path} could not be read as a weights-only torch file: {exc}") from exc
+    else:
+        raise ValueError(f"{path}: statistics must be a .json, .npz or .pt/.pth file")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of statistics and 'provenance', not {type(data).__name__}")
+    return data

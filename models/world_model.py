@@ -24,7 +24,7 @@ from torch import nn
 
 from models.config import WorldModelConfig
 from models.encoders import build_encoder
-from models.inference import InferenceConfig, check_supported, is_out_of_memory, precision
+from models.inference import InferenceConfig, check_supported, guarded_rollout, precision
 from models.predictor import KVCache, Predictor
 from models.stats import ActionCodec, NormStats
 
@@ -263,23 +263,7 @@ class WorldModel(nn.Module):
         fp32 whatever the inference dtype (`configure_inference`); compiled
         when configured so (`_rollout` is the computation).
         """
-        if not self.inference.reduced and self._compiled_rollout is None:
-            return self._rollout(z0, actions)
-        with precision(self.inference, self.device):
-            z0, actions = self._cast_inputs(z0, actions)
-            out = None
-            if self._compiled_rollout is not None:
-                try:
-                    out = self._compiled_rollout(z0, actions)
-                except Exception as exc:  # noqa: BLE001 - any compiled-code failure but OOM: run eagerly
-                    if is_out_of_memory(exc):
-                        raise
-                    log.warning("compiled rollout failed (%s: %s); running eagerly from now on",
-                                type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-                    self._compiled_rollout = None
-            if out is None:
-                out = self._rollout(z0, actions)
-        return Latent(out.visual.float(), out.proprio.float())
+        return guarded_rollout(self, z0, actions)
 
     def _rollout(self, z0: Latent, actions: torch.Tensor) -> Latent:
         """The rollout itself (see `rollout` for shapes).

@@ -6,14 +6,13 @@ say how it was computed, building its provenance from the importer's
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from models.stats import NormStats
+from models.stats import NormStats, read_stats_file
 
 STATS_KEYS = ("action_mean", "action_std", "proprio_mean", "proprio_std")
 # DINO-WM's dataset classes also hold state statistics; a file dumped from them may carry them (unused here).
@@ -49,24 +48,10 @@ def read_stats(path: str | Path, provenance: dict[str, Any] | None = None) -> No
     `stats_provenance`. A file with its own provenance must not be given one.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DinoWMImportError(f"no statistics file at {path}")
-    if path.suffix == ".json":
-        data = json.loads(path.read_text())
-    elif path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in npz.files}
-        if "provenance" in data:
-            data["provenance"] = json.loads(str(data["provenance"]))
-    elif path.suffix in (".pt", ".pth"):
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any failure means "not a weights-only dict"
-            raise DinoWMImportError(f"{path} could not be read as a weights-only torch file: {exc}") from exc
-    else:
-        raise DinoWMImportError(f"{path}: statistics must be a .json, .npz or .pt/.pth file")
-    if not isinstance(data, dict):
-        raise DinoWMImportError(f"{path} must hold a mapping of {STATS_KEYS} and 'provenance'")
+    try:
+        data = read_stats_file(path)
+    except ValueError as exc:
+        raise DinoWMImportError(str(exc)) from None
     unknown = sorted(set(data) - {*STATS_KEYS, *IGNORED_STATS_KEYS, "provenance"})
     missing = [k for k in STATS_KEYS if k not in data]
     if unknown or missing:

@@ -33,7 +33,7 @@ from models.artifact import file_sha256, save_model
 from models.lewm.checkpoint import LeWMImportError, read_config, read_state_dict, to_project_names
 from models.lewm.config import LeWMConfig
 from models.lewm.model import LeWM
-from models.stats import NormStats
+from models.stats import NormStats, read_stats_file
 
 log = logging.getLogger(__name__)
 
@@ -122,23 +122,11 @@ def read_stats(path: str | Path, provenance: dict[str, Any] | None = None) -> No
     file: {"action_mean": [...], "action_std": [...], "provenance": {...}}. LeWM plans from
     pixels, so proprio statistics, if present, are ignored. `provenance` is for a file without one."""
     path = Path(path)
-    if not path.is_file():
-        raise LeWMImportError(f"no statistics file at {path}")
-    if path.suffix == ".json":
-        data = json.loads(path.read_text())
-    elif path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in npz.files}
-        if "provenance" in data:
-            data["provenance"] = json.loads(str(data["provenance"]))
-    elif path.suffix in (".pt", ".pth"):
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any failure means "not a weights-only dict"
-            raise LeWMImportError(f"{path} could not be read as a weights-only torch file: {exc}") from exc
-    else:
-        raise LeWMImportError(f"{path}: statistics must be a .json, .npz or .pt/.pth file")
-    if not isinstance(data, dict) or any(k not in data for k in STATS_KEYS):
+    try:
+        data = read_stats_file(path)
+    except ValueError as exc:
+        raise LeWMImportError(str(exc)) from None
+    if any(k not in data for k in STATS_KEYS):
         raise LeWMImportError(f"{path} must hold {list(STATS_KEYS)} (one value per raw env action dimension) and "
                               "'provenance' (or pass --stats-provenance)")
     unknown = sorted(set(data) - {*STATS_KEYS, "provenance", "proprio_mean", "proprio_std"})

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.inference import InferenceConfig, check_supported, is_out_of_memory, precision
+from models.inference import InferenceConfig, check_supported, guarded_rollout, precision
 from models.lewm.config import LeWMConfig
 from models.lewm.flops import rollout_flops
 from models.lewm.network import ActionEmbedder, BatchNormMLP, KVCache, Predictor, ViTEncoder
@@ -157,22 +157,7 @@ class LeWM(nn.Module):
         z0: Latent (B, 1, E), (B, 0); actions: (B, H, action_dim) normalised.
         Returns Latent (B, H, 1, E), (B, H, 0): predicted frames 1..H, fp32.
         """
-        if not self.inference.reduced and self._compiled_rollout is None:
-            return self._rollout(z0, actions)
-        with precision(self.inference, self.device):
-            z0, actions = self._cast_inputs(z0, actions)
-            out = None
-            if self._compiled_rollout is not None:
-                try:
-                    out = self._compiled_rollout(z0, actions)
-                except Exception as exc:  # noqa: BLE001 - any compiled-code failure but OOM: run eagerly
-                    if is_out_of_memory(exc):
-                        raise
-                    log.warning("compiled LeWM rollout failed (%s); running eagerly from now on", type(exc).__name__)
-                    self._compiled_rollout = None
-            if out is None:
-                out = self._rollout(z0, actions)
-        return Latent(out.visual.float(), out.proprio.float())
+        return guarded_rollout(self, z0, actions)
 
     def differentiable_rollout(self, z0: Latent, actions: torch.Tensor) -> Latent:
         """`rollout` for gradient solvers: `_rollout` is out of place, so autograd follows it."""
