@@ -28,10 +28,14 @@ from planning.registry import SOLVERS
 from planning.settings import Settings, setting
 
 
-@functools.cache
 def _section_types() -> dict[str, type[Settings]]:
-    """Every registered solver's settings class, by section name."""
-    return {name: s.settings_type for name, s in SOLVERS.items() if s.settings_type is not None}
+    """Every registered solver's settings class, by section name (registering a solver adds its section)."""
+    return _section_types_of(tuple(SOLVERS.items()))
+
+
+@functools.cache
+def _section_types_of(solvers: tuple[tuple[str, type[Any]], ...]) -> dict[str, type[Settings]]:
+    return {name: s.settings_type for name, s in solvers if s.settings_type is not None}
 
 
 def _sections() -> dict[str, Settings]:
@@ -43,7 +47,7 @@ def _sections() -> dict[str, Settings]:
 class PlannerConfig(Settings):
     """The driver's settings (defaults: DINO-WM's paper settings) and each solver's (`solvers`)."""
 
-    method: str = setting("cem", "the solver (docs/planning.md): " + ", ".join(SOLVERS), choices=tuple(SOLVERS))
+    method: str = setting("cem", "the solver (planning/registry.py; docs/planning.md)", choices=lambda: tuple(SOLVERS))
     horizon: int = setting(5, "model steps planned (each is frameskip env steps)", ge=1, limit="max_horizon")
     max_iterations: int = setting(30, "iterations at most (early stopping may end a plan sooner)", ge=1,
                                   limit="max_opt_steps", legacy="opt_steps")
@@ -163,9 +167,13 @@ def _driver_fields() -> tuple[dataclasses.Field, ...]:
     return tuple(f for f in dataclasses.fields(PlannerConfig) if f.name != "solvers")
 
 
-@functools.cache
 def legacy_names() -> dict[str, tuple[str, ...]]:
     """The previous release's flat names and the paths each now sets."""
+    return _legacy_names_of(tuple(_section_types().items()))
+
+
+@functools.cache
+def _legacy_names_of(sections: tuple[tuple[str, type[Settings]], ...]) -> dict[str, tuple[str, ...]]:  # sections: the cache key
     out: dict[str, list[str]] = {}
     for path, f in PlannerConfig.declared():
         if f.metadata["legacy"]:
@@ -193,7 +201,6 @@ def paths_of(overrides: Mapping[str, Any]) -> set[str]:
     return out
 
 
-@functools.cache
 def _top_level_names() -> frozenset[str]:
     return frozenset({f.name for f in _driver_fields()} | set(_section_types()))
 

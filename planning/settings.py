@@ -18,17 +18,21 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 
 def setting(default: Any, doc: str, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
-            choices: tuple[str, ...] | None = None, limit: str | float | None = None, legacy: str | None = None,
+            choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None,
+            limit: str | float | None = None, legacy: str | None = None,
             wire: bool = True, kind: str | None = None) -> Any:
     """A planner setting: a dataclass field whose metadata carries its rules.
 
     doc: what it holds, for the schema and `--help`. ge/gt/le: bounds on the
     value (the type follows the default: int, float, bool, or a choice among
-    `choices`; a None default makes it optional). limit: the server's upper
+    `choices`, or of what a callable `choices` returns when the value is checked, for a
+    set that grows, such as the registered solvers; a None default makes it optional).
+    limit: the server's upper
     bound on requests, as the name of an operator setting (e.g.
     "max_num_samples") or a number. legacy: the flat name this setting had in
     the previous release (mapped, with a deprecation notice). wire: False for
@@ -41,8 +45,10 @@ def setting(default: Any, doc: str, *, ge: float | None = None, gt: float | None
     return dataclasses.field(default=default, metadata=meta)
 
 
-def kind_of(f: dataclasses.Field) -> str:
-    return f.metadata["kind"]
+def choices_of(f: dataclasses.Field) -> tuple[str, ...]:
+    """The values a choice setting accepts now."""
+    choices = f.metadata["choices"]
+    return tuple(choices()) if callable(choices) else tuple(choices)
 
 
 @dataclass(frozen=True)
@@ -81,8 +87,8 @@ def _check(obj: Settings, f: dataclasses.Field) -> None:
         return
     kind = m["kind"]
     if kind == "choice":
-        if value not in m["choices"]:
-            raise ValueError(f"{name}={value!r}: expected one of {list(m['choices'])}")
+        if value not in choices_of(f):
+            raise ValueError(f"{name}={value!r}: expected one of {list(choices_of(f))}")
         return
     if kind == "bool":
         if not isinstance(value, bool):

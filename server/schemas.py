@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError
 
 from planning import PlannerConfig, StopReason
 from planning.config import legacy_names
+from planning.settings import choices_of
 from server.images import SUPPORTED_DTYPES
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
@@ -86,7 +87,7 @@ Bool = Annotated[bool, Strict()]  # true/false only, not 0/1 or "yes"
 
 def _wire_type(f: dataclasses.Field) -> Any:
     m = f.metadata
-    return {"int": Int, "float": Number, "bool": Bool}.get(m["kind"]) or Literal[m["choices"]]  # type: ignore[index]
+    return {"int": Int, "float": Number, "bool": Bool}.get(m["kind"]) or Literal[choices_of(f)]  # type: ignore[index]
 
 
 def _wire_bounds(f: dataclasses.Field) -> dict[str, Any]:
