@@ -38,7 +38,7 @@ import numpy as np
 from envs.tasks import PUSHT_BUDGET, WALL_BUDGETS, Task, pusht_tasks, wall_tasks
 from envs.wall import WallEnv
 from envs.wall import is_success as wall_success
-from wm_client.control_loop import ControlLoop, LoopConfig
+from wm_client.control_loop import ControlLoop, LoopConfig, LoopReport
 
 if TYPE_CHECKING:
     from wm_client import PlanningClient
@@ -88,6 +88,7 @@ class EpisodeResult:
     plan_ms: list[float]  # per request, as the client saw it
     requests: int  # plans + replans (each used one seed)
     errors: dict[str, int] = field(default_factory=dict)  # server error code -> count
+    report: LoopReport | None = None  # the loop's own record (wall time, late plans, holds in real time)
 
 
 def run_episode(client: PlanningClient, env: Simulator, task: Task, config: LoopConfig,
@@ -105,7 +106,7 @@ def run_episode(client: PlanningClient, env: Simulator, task: Task, config: Loop
     finally:
         loop.close()
     return EpisodeResult(task, report.done, report.model_steps, env.get_state(), report.plan_ms,
-                         report.plans + report.replans, dict(report.errors))
+                         report.plans + report.replans, dict(report.errors), report)
 
 
 def _latency(results: list[EpisodeResult]) -> dict[str, Any]:
@@ -115,17 +116,19 @@ def _latency(results: list[EpisodeResult]) -> dict[str, Any]:
 
 # Wall ------------------------------------------------------------------------------------
 def wall_episodes(client: PlanningClient, episodes: int, seed: int, goals: str, execute: int = 1,
-                  planner: Mapping[str, Any] | None = None, budget: int | None = None) -> Iterator[EpisodeResult]:
+                  planner: Mapping[str, Any] | None = None, budget: int | None = None,
+                  loop: Mapping[str, Any] | None = None) -> Iterator[EpisodeResult]:
     """``episodes`` wall tasks (``envs.tasks.wall_tasks``), one result as each finishes.
 
-    budget: model steps per episode (default ``WALL_BUDGETS[goals]``); planner: overrides sent with /plan.
+    budget: model steps per episode (default ``WALL_BUDGETS[goals]``); planner: overrides sent with /plan;
+    loop: more ``LoopConfig`` fields (e.g. ``{"mode": "async", "control_hz": 10}``: real time).
     """
     frameskip = int(client.wait_ready(timeout=120)["model"]["frameskip"])
     env = WallEnv()
     budget = WALL_BUDGETS[goals] if budget is None else budget
     next_seed = seed
     for task in wall_tasks(goals, episodes, seed, env, frameskip):
-        config = LoopConfig(model_steps=budget, execute=execute, seed=next_seed, planner=planner)
+        config = LoopConfig(model_steps=budget, execute=execute, seed=next_seed, planner=planner, **(loop or {}))
         result = run_episode(client, env, task, config, wall_success)
         next_seed += result.requests
         yield result
