@@ -1,6 +1,6 @@
 """Closed-loop control in real time: holding still while planning vs planning while moving.
 
-    python -m benchmarks.realtime [--episodes 8] [--seed 0] [--goals near] [--control-hz 10]
+    python -m benchmarks.realtime [--env wall|pusht] [--episodes 8] [--seed 0] [--goals near] [--control-hz 10]
         [--delays 0,1.0] [--modes hold,async_raw,async] [--threads 1] [--out FILE] [--quick]
 
 The wall task's episodes (``envs.episodes.wall_episodes``, the same tasks for
@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import harness
-from envs.episodes import EpisodeResult, wall_episodes
-from envs.tasks import WALL_BUDGETS
+from envs.episodes import EpisodeResult, pusht_episodes, wall_episodes
+from envs.tasks import PUSHT_BUDGET, WALL_BUDGETS
 from wm_client import PlanningClient
 
 MODES = {"hold": {"mode": "hold"}, "async_raw": {"mode": "async", "compensate": False},
@@ -106,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = harness.parser("realtime", __doc__)
     ap.add_argument("--episodes", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0, help="task seed (envs.tasks.wall_tasks); requests chain from it")
-    ap.add_argument("--goals", choices=sorted(WALL_BUDGETS), default="near")
+    ap.add_argument("--env", choices=["wall", "pusht"], default="wall",
+                    help="pusht: models/default/pusht.pt (or --model), DINO-WM's task protocol, budget "
+                    f"{PUSHT_BUDGET} model steps; request seeds seed * 100000 + episode * 1000")
+    ap.add_argument("--goals", choices=sorted(WALL_BUDGETS), default="near", help="wall tasks")
     ap.add_argument("--control-hz", type=float, default=10.0, help="env actions per second")
     ap.add_argument("--execute", type=int, default=1, help="hold mode: model steps executed per plan")
     ap.add_argument("--delays", default="0,1.0", help="extra seconds per reply, comma separated")
@@ -122,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         args.episodes, delays = 2, delays[:1]
     result = harness.Result("realtime", args)
     with tempfile.TemporaryDirectory() as tmp:
-        path, label = harness.server_model(args.model, args.quick, Path(tmp))
+        model = args.model or (str(harness.ROOT / "models" / "default" / "pusht.pt") if args.env == "pusht" else None)
+        path, label = harness.server_model(model, args.quick, Path(tmp))
         result.data["settings"]["model_used"] = label
         with harness.Server(path, threads=args.threads) as server:
             for delay in delays:
@@ -130,8 +134,12 @@ def main(argv: list[str] | None = None) -> int:
                     loop = {**MODES[mode], "control_hz": args.control_hz, "max_seconds": args.max_seconds}
                     loop_seed = args.seed  # wall_episodes chains the request seeds from the task seed
                     with DelayedClient(server.url, delay) as client:
-                        for i, r in enumerate(wall_episodes(client, args.episodes, args.seed, args.goals,
-                                                            args.execute, loop=loop)):
+                        episodes = (wall_episodes(client, args.episodes, args.seed, args.goals, args.execute,
+                                                  loop=loop) if args.env == "wall" else
+                                    pusht_episodes(client, args.episodes, args.seed, execute=args.execute, loop=loop))
+                        for i, r in enumerate(episodes):
+                            if args.env == "pusht":
+                                loop_seed = args.seed * 100_000 + i * 1000  # envs.episodes.PUSHT_SEED_STRIDE
                             result.add(row(delay, mode, i, args.seed, loop_seed, r))
                             loop_seed += r.requests
             result.data["server"] = {"planner_defaults": server.get("/stats").get("planner_defaults")}

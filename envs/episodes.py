@@ -78,6 +78,11 @@ class SimAdapter:
     def apply(self, action: np.ndarray) -> None:
         self.env.step(action)
 
+    def hold(self) -> None:
+        """A control tick without an action (the real-time loop waiting for a plan): the env still
+        advances, the agent standing still. Both envs' actions are (2,) displacements, so zeros."""
+        self.env.step(np.zeros(2))
+
 
 @dataclass
 class EpisodeResult:
@@ -157,10 +162,11 @@ def wall_summary(results: list[EpisodeResult], goals: str, seed: int) -> dict[st
 # PushT (optional extra: gym-pusht) ---------------------------------------------------------
 def pusht_episodes(client: PlanningClient, episodes: int, seed: int, budget: int = PUSHT_BUDGET,
                    execute: int = 1, dataset: str | None = None, planner: Mapping[str, Any] | None = None,
-                   max_step: float | None = None) -> Iterator[EpisodeResult]:
+                   max_step: float | None = None, loop: Mapping[str, Any] | None = None) -> Iterator[EpisodeResult]:
     """``episodes`` PushT tasks (``envs.tasks.pusht_tasks``, DINO-WM's protocol), one result as each finishes.
 
-    The env renders at the model's image size; max_step: the data's action bound (table px).
+    The env renders at the model's image size; max_step: the data's action bound (table px);
+    loop: more ``LoopConfig`` fields (real time: ``{"mode": "async", "control_hz": 10}``).
     """
     from envs.pusht import DEFAULT_MAX_STEP, PushTEnv
     from envs.pusht import is_success as pusht_success
@@ -169,7 +175,8 @@ def pusht_episodes(client: PlanningClient, episodes: int, seed: int, budget: int
     env = PushTEnv(image_size=int(model["image_size"]), max_step=DEFAULT_MAX_STEP if max_step is None else max_step)
     base, stride = PUSHT_SEED_STRIDE
     for i, task in enumerate(pusht_tasks(env, episodes, seed, int(model["frameskip"]), dataset)):
-        config = LoopConfig(model_steps=budget, execute=execute, seed=seed * base + i * stride, planner=planner)
+        config = LoopConfig(model_steps=budget, execute=execute, seed=seed * base + i * stride, planner=planner,
+                            **(loop or {}))
         yield run_episode(client, env, task, config, pusht_success)
 
 

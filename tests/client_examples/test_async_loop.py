@@ -120,11 +120,23 @@ def test_without_compensation_each_reply_starts_at_step_zero_on_arrival():
     assert loop.report.late_plans == 0
 
 
+class HoldingRobot(FakeRobot):
+    """A robot that can be told to stand still for a tick (a simulator steps with no motion)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holds = 0
+
+    def hold(self) -> None:
+        self.holds += 1
+
+
 def test_hold_mode_holds_still_while_planning():
     client = ScriptedClient([0.0, 0.03])
-    loop, robot = run(client, mode="hold", execute=2, model_steps=8)
+    loop, robot = run(client, HoldingRobot(), mode="hold", execute=2, model_steps=8)
     steps = model_steps(robot)
     assert loop.report.hold_ticks >= 3 * 3  # ~3 ticks per 30 ms plan, several plans
+    assert robot.holds == loop.report.hold_ticks  # the env advanced on every tick, moving or not
     assert [s[1] for s in steps] == [0, 1] * 4  # execute=2 steps of each plan from its start
     assert all("pending_actions" not in r for r in client.requests)
 

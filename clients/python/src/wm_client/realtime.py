@@ -6,6 +6,8 @@ thread executes one env action per control tick (``1 / control_hz`` s),
 and a planner thread requests the next plan meanwhile. ``mode="hold"`` is
 the same clock with the robot holding still while each plan is computed
 (the synchronous loop, in real time: the baseline of benchmarks/realtime.py).
+A tick with nothing to execute calls ``robot.hold()`` if the robot has one
+(a simulator steps standing still; a real arm holds position), then ``step()``.
 
 The timeline. ``t`` counts the model steps the robot has executed (a tick
 with nothing to execute is a hold; it does not advance ``t``). A request
@@ -125,6 +127,7 @@ def run_realtime(loop: ControlLoop) -> None:
     def out_of_time() -> bool:
         return cfg.max_seconds is not None and time.monotonic() - started >= cfg.max_seconds
 
+    hold = getattr(loop.robot, "hold", None)  # optional: stand still for one tick (a sim steps with no motion)
     planner = _Planner(loop)
     planner.start()
     plan: _Plan | None = None
@@ -194,6 +197,8 @@ def run_realtime(loop: ControlLoop) -> None:
                     break
             else:
                 tick()
+                if hold is not None:
+                    hold()
                 loop.step()
                 report.hold_ticks += 1
     finally:
