@@ -234,7 +234,7 @@ class Engine:
         proprio = [p.obs_proprio for p in inputs] + [p.goal_proprio for p in inputs if p.goal is not None]
         z = self.encode(frames, proprio)  # (N_obs + N_goal_frames, ...)
         n = len(inputs)
-        z_obs = self.advance(z.index(slice(0, n)), [p.pending for p in inputs])
+        z_obs = self.advance(z.index(slice(0, n)), [p.pending for p in inputs], config.horizon)
         goals: list[Latent] = []
         k = n
         for p in inputs:
@@ -291,17 +291,20 @@ class Engine:
         with torch.inference_mode():
             return self.model.encode(pixels, state)
 
-    def advance(self, z_obs: Latent, pending: list[np.ndarray | None]) -> Latent:
+    def advance(self, z_obs: Latent, pending: list[np.ndarray | None], horizon: int = 0) -> Latent:
         """Where each request's robot will be when its plan takes effect: its frame's latent rolled
         through its pending actions, in ONE rollout for the batch (never per sample: the planner's
         samples all start from the result).
 
         z_obs: Latent (B, P, Dv), (B, Ep); pending: B arrays (k_i * frameskip, raw_action_dim) in env
-        units, or None (k_i = 0: the frame's own latent). Returns Latent (B, P, Dv), (B, Ep).
+        units, or None (k_i = 0: the frame's own latent); horizon: roll at least this many steps.
+        Returns Latent (B, P, Dv), (B, Ep).
 
-        The requests with pending actions are rolled together over max(k_i) model steps, shorter
-        ones padded with the mean action (zeros): the predictor's mask is frame-causal, so frame
-        k_i does not depend on the padding after it, and request i takes predicted frame k_i.
+        The requests with pending actions are rolled together over max(horizon, k_i) model steps,
+        shorter ones padded with the mean action (zeros): the predictor's mask is frame-causal, so
+        frame k_i does not depend on the padding after it, and request i takes predicted frame k_i.
+        Padding to the plan's horizon keeps the rollout's shape the one a compiled model was
+        compiled for (``compile_horizons``), instead of one recompilation per pending count.
         The plan then starts from that one predicted latent, as it starts from one encoded frame:
         ``WorldModel.rollout`` begins its history window at its start frame either way.
         """
@@ -310,7 +313,7 @@ class Engine:
             return z_obs
         fs, a = self.model.config.frameskip, self.model.config.action_dim
         steps = [len(pending[i]) // fs for i in rows]
-        actions = torch.zeros(len(rows), max(steps), a)  # (R, K, A) normalised; zeros pad
+        actions = torch.zeros(len(rows), max(horizon, *steps), a)  # (R, K, A) normalised; zeros pad
         for j, i in enumerate(rows):
             actions[j, :steps[j]] = self.model.codec.to_model(torch.from_numpy(pending[i]))  # (k_i, A)
         idx = torch.tensor(rows, device=self.device)
