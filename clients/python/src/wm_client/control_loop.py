@@ -164,8 +164,8 @@ class LoopConfig:
         compensate: "async" sends the actions it will execute before the reply can take
             effect as ``pending_actions``, and switches at the step the plan was made for;
             False executes each reply from its first step on arrival (no compensation).
-        latency_margin: the pending steps cover this multiple of the slowest recent round
-            trip: above 1, so that a slightly slower reply is not late.
+        latency_margin: the pending steps cover this multiple of the median recent round
+            trip (``wm_client.realtime.pending_steps`` says why the median).
         latency_window: round trips the latency estimate looks back over.
         max_seconds: "async"/"hold": stop after this much wall-clock time (None: no limit).
     """
@@ -183,7 +183,7 @@ class LoopConfig:
     mode: Literal["sync", "async", "hold"] = "sync"
     control_hz: float | None = None
     compensate: bool = True
-    latency_margin: float = 1.25
+    latency_margin: float = 1.1
     latency_window: int = 5
     max_seconds: float | None = None
 
