@@ -84,7 +84,8 @@ def pending_steps(latency_s: list[float], control_hz: float, frameskip: int, mar
 
     The median, not the slowest: covering the tail costs every plan, a late plan costs only
     itself. Each extra pending step starts the plan from a state predicted one step further
-    (the default wall model's latent error: 0.0006, 0.02, 0.08 MSE after 1, 2, 4 steps) and
+    (the default wall model's latent error: 0.0006, 0.02, 0.08 MSE after 1, 2, 4 steps,
+    benchmarks.studies.prediction_drift) and
     leaves the robot one more step on the old plan; a plan later than the estimate is switched
     to at the step meant for its arrival, losing only the steps it was late by."""
     recent = sorted(latency_s[-window:]) or [0.0]
