@@ -60,6 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--model-steps", type=int, default=50)
     ap.add_argument("--execute", type=int, default=1, help="model steps executed between replans")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--mode", choices=["sync", "async", "hold"], default="sync",
+                    help="sync: the sim waits for each plan; async: plan while the robot moves at --control-hz, "
+                    "latency-compensated (docs/realtime.md); hold: real time, holding still while planning")
+    ap.add_argument("--control-hz", type=float, help="env actions per second in async/hold mode (e.g. 10-30)")
     ap.add_argument("--planner", type=json.loads, help='planner settings as JSON, e.g. \'{"method": "icem", "icem": {"samples": 200}}\'')
     ap.add_argument("--json", action="store_true", help="send JSON instead of msgpack")
     ap.add_argument("--headless", action=argparse.BooleanOptionalAction, default=True)
@@ -92,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         joints = None if args.joints is None else [int(j) for j in args.joints.split(",")]
 
         goal = np.asarray(Image.open(args.goal).convert("RGB"))
-        config = LoopConfig(model_steps=args.model_steps, execute=args.execute, seed=args.seed, planner=args.planner)
+        config = LoopConfig(model_steps=args.model_steps, execute=args.execute, seed=args.seed, planner=args.planner,
+                            mode=args.mode, control_hz=args.control_hz)
         with PlanningClient(args.url, api_key=args.api_key, use_msgpack=not args.json) as client:
             client.wait_ready(timeout=120)
             loop = ControlLoop(

@@ -38,7 +38,7 @@ import numpy as np
 from envs.tasks import PUSHT_BUDGET, WALL_BUDGETS, Task, pusht_tasks, wall_tasks
 from envs.wall import WallEnv
 from envs.wall import is_success as wall_success
-from wm_client.control_loop import ControlLoop, LoopConfig
+from wm_client.control_loop import ControlLoop, LoopConfig, LoopReport
 
 if TYPE_CHECKING:
     from wm_client import PlanningClient
@@ -78,6 +78,11 @@ class SimAdapter:
     def apply(self, action: np.ndarray) -> None:
         self.env.step(action)
 
+    def hold(self) -> None:
+        """A control tick without an action (the real-time loop waiting for a plan): the env still
+        advances, the agent standing still. Both envs' actions are (2,) displacements, so zeros."""
+        self.env.step(np.zeros(2))
+
 
 @dataclass
 class EpisodeResult:
@@ -88,6 +93,7 @@ class EpisodeResult:
     plan_ms: list[float]  # per request, as the client saw it
     requests: int  # plans + replans (each used one seed)
     errors: dict[str, int] = field(default_factory=dict)  # server error code -> count
+    report: LoopReport | None = None  # the loop's own record (wall time, late plans, holds in real time)
 
 
 def run_episode(client: PlanningClient, env: Simulator, task: Task, config: LoopConfig,
@@ -105,7 +111,7 @@ def run_episode(client: PlanningClient, env: Simulator, task: Task, config: Loop
     finally:
         loop.close()
     return EpisodeResult(task, report.done, report.model_steps, env.get_state(), report.plan_ms,
-                         report.plans + report.replans, dict(report.errors))
+                         report.plans + report.replans, dict(report.errors), report)
 
 
 def _latency(results: list[EpisodeResult]) -> dict[str, Any]:
@@ -115,17 +121,19 @@ def _latency(results: list[EpisodeResult]) -> dict[str, Any]:
 
 # Wall ------------------------------------------------------------------------------------
 def wall_episodes(client: PlanningClient, episodes: int, seed: int, goals: str, execute: int = 1,
-                  planner: Mapping[str, Any] | None = None, budget: int | None = None) -> Iterator[EpisodeResult]:
+                  planner: Mapping[str, Any] | None = None, budget: int | None = None,
+                  loop: Mapping[str, Any] | None = None) -> Iterator[EpisodeResult]:
     """``episodes`` wall tasks (``envs.tasks.wall_tasks``), one result as each finishes.
 
-    budget: model steps per episode (default ``WALL_BUDGETS[goals]``); planner: overrides sent with /plan.
+    budget: model steps per episode (default ``WALL_BUDGETS[goals]``); planner: overrides sent with /plan;
+    loop: more ``LoopConfig`` fields (e.g. ``{"mode": "async", "control_hz": 10}``: real time).
     """
     frameskip = int(client.wait_ready(timeout=120)["model"]["frameskip"])
     env = WallEnv()
     budget = WALL_BUDGETS[goals] if budget is None else budget
     next_seed = seed
     for task in wall_tasks(goals, episodes, seed, env, frameskip):
-        config = LoopConfig(model_steps=budget, execute=execute, seed=next_seed, planner=planner)
+        config = LoopConfig(model_steps=budget, execute=execute, seed=next_seed, planner=planner, **(loop or {}))
         result = run_episode(client, env, task, config, wall_success)
         next_seed += result.requests
         yield result
@@ -154,10 +162,11 @@ def wall_summary(results: list[EpisodeResult], goals: str, seed: int) -> dict[st
 # PushT (optional extra: gym-pusht) ---------------------------------------------------------
 def pusht_episodes(client: PlanningClient, episodes: int, seed: int, budget: int = PUSHT_BUDGET,
                    execute: int = 1, dataset: str | None = None, planner: Mapping[str, Any] | None = None,
-                   max_step: float | None = None) -> Iterator[EpisodeResult]:
+                   max_step: float | None = None, loop: Mapping[str, Any] | None = None) -> Iterator[EpisodeResult]:
     """``episodes`` PushT tasks (``envs.tasks.pusht_tasks``, DINO-WM's protocol), one result as each finishes.
 
-    The env renders at the model's image size; max_step: the data's action bound (table px).
+    The env renders at the model's image size; max_step: the data's action bound (table px);
+    loop: more ``LoopConfig`` fields (real time: ``{"mode": "async", "control_hz": 10}``).
     """
     from envs.pusht import DEFAULT_MAX_STEP, PushTEnv
     from envs.pusht import is_success as pusht_success
@@ -166,7 +175,8 @@ def pusht_episodes(client: PlanningClient, episodes: int, seed: int, budget: int
     env = PushTEnv(image_size=int(model["image_size"]), max_step=DEFAULT_MAX_STEP if max_step is None else max_step)
     base, stride = PUSHT_SEED_STRIDE
     for i, task in enumerate(pusht_tasks(env, episodes, seed, int(model["frameskip"]), dataset)):
-        config = LoopConfig(model_steps=budget, execute=execute, seed=seed * base + i * stride, planner=planner)
+        config = LoopConfig(model_steps=budget, execute=execute, seed=seed * base + i * stride, planner=planner,
+                            **(loop or {}))
         yield run_episode(client, env, task, config, pusht_success)
 
 

@@ -6,7 +6,9 @@ from HTTP settings, and is driven by one thread, the scheduler's worker
 (server/scheduler.py), which calls:
 
 * ``start(inputs)``: encode every frame of the batch in one forward pass,
-  gather the warm starts, and open a steppable plan (``planning.PlanBatch``);
+  roll the model through each request's pending actions (one rollout for
+  the batch), gather the warm starts, and open a steppable plan
+  (``planning.PlanBatch``);
 * ``step(run)``: one planner iteration for every request still planning,
   returning the requests that finished, with their actions in env units;
 * ``cancel(run, i)``: request ``i`` stops before the next iteration.
@@ -82,6 +84,9 @@ class PlanInput:
     init_mean: (1, H, A) warm start in model space, or None (cold).
     init_elites: (1, e, H, A) the last plan's kept elites shifted like the
         mean (iCEM), or None.
+    pending: (k * frameskip, raw_action_dim) float32 env actions the robot
+        executes after ``obs`` and before the plan takes effect, or None: the
+        plan starts from the latent the model predicts after them.
     """
 
     obs: np.ndarray
@@ -94,10 +99,14 @@ class PlanInput:
     init_elites: torch.Tensor | None = None
     seed: int | None = None
     deadline: float | None = None
+    pending: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if (self.goal is None) == (self.goal_latent is None):
             raise ValueError("a plan input needs exactly one of a goal frame and a goal latent")
+        if self.pending is not None and (self.pending.ndim != 2 or len(self.pending) == 0):
+            raise ValueError(f"pending actions must be (k * frameskip, raw_action_dim), k >= 1; got "
+                             f"{self.pending.shape}")
 
     @property
     def batch_key(self) -> tuple[PlannerConfig, bool]:
@@ -225,7 +234,7 @@ class Engine:
         proprio = [p.obs_proprio for p in inputs] + [p.goal_proprio for p in inputs if p.goal is not None]
         z = self.encode(frames, proprio)  # (N_obs + N_goal_frames, ...)
         n = len(inputs)
-        z_obs = z.index(slice(0, n))
+        z_obs = self.advance(z.index(slice(0, n)), [p.pending for p in inputs], config.horizon)
         goals: list[Latent] = []
         k = n
         for p in inputs:
@@ -281,6 +290,42 @@ class Engine:
             state = self.model.codec.normalize_proprio(to_device(raw))
         with torch.inference_mode():
             return self.model.encode(pixels, state)
+
+    def advance(self, z_obs: Latent, pending: list[np.ndarray | None], horizon: int = 0) -> Latent:
+        """Where each request's robot will be when its plan takes effect: its frame's latent rolled
+        through its pending actions, in ONE rollout for the batch (never per sample: the planner's
+        samples all start from the result).
+
+        z_obs: Latent (B, P, Dv), (B, Ep); pending: B arrays (k_i * frameskip, raw_action_dim) in env
+        units, or None (k_i = 0: the frame's own latent); horizon: roll at least this many steps.
+        Returns Latent (B, P, Dv), (B, Ep).
+
+        The requests with pending actions are rolled together over max(horizon, k_i) model steps,
+        shorter ones padded with the mean action (zeros): the predictor's mask is frame-causal, so
+        frame k_i does not depend on the padding after it, and request i takes predicted frame k_i.
+        Padding to the plan's horizon keeps the rollout's shape the one a compiled model was
+        compiled for (``compile_horizons``), instead of one recompilation per pending count.
+        The plan then starts from that one predicted latent, as it starts from one encoded frame:
+        ``WorldModel.rollout`` begins its history window at its start frame either way.
+        """
+        rows = [i for i, p in enumerate(pending) if p is not None]
+        if not rows:
+            return z_obs
+        fs, a = self.model.config.frameskip, self.model.config.action_dim
+        steps = [len(pending[i]) // fs for i in rows]
+        actions = torch.zeros(len(rows), max(horizon, *steps), a)  # (R, K, A) normalised; zeros pad
+        for j, i in enumerate(rows):
+            actions[j, :steps[j]] = self.model.codec.to_model(torch.from_numpy(pending[i]))  # (k_i, A)
+        idx = torch.tensor(rows, device=self.device)
+        with torch.inference_mode():
+            z = z_obs.index(idx)
+            predicted = self.model.rollout(z, self.model.to_device(actions))  # (R, K, P, Dv), (R, K, Ep)
+            last = torch.tensor(steps, device=self.device) - 1
+            pick = torch.arange(len(rows), device=self.device)
+            visual, proprio = z_obs.visual.clone(), z_obs.proprio.clone()
+            visual[idx] = predicted.visual[pick, last].to(visual.dtype)  # (R, P, Dv)
+            proprio[idx] = predicted.proprio[pick, last].to(proprio.dtype)  # (R, Ep)
+        return Latent(visual, proprio)
 
     def env_actions(self, actions: torch.Tensor) -> np.ndarray:
         """Normalised (H, action_dim) -> raw env units (H * frameskip, raw_action_dim)."""

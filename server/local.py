@@ -116,24 +116,27 @@ class LocalClient:
     def plan(self, obs: np.ndarray, goal: np.ndarray, proprio: Sequence[float] | np.ndarray | None = None,
              goal_proprio: Sequence[float] | np.ndarray | None = None, *, session_id: str | None = None,
              seed: int | None = None, deadline_ms: float | None = None, planner: Mapping[str, Any] | None = None,
-             color_order: str = "rgb") -> dict[str, Any]:
+             color_order: str = "rgb", pending_actions: Sequence[Sequence[float]] | np.ndarray | None = None
+             ) -> dict[str, Any]:
         """Plan cold towards ``goal``: (re)starts a session. Frames: (H, W, 3) RGB, uint8 or float in [0, 1]."""
         body = {"obs": _frame(obs, color_order), "goal": _frame(goal, color_order), "proprio": _floats(proprio),
                 "goal_proprio": _floats(goal_proprio), "session_id": session_id, "seed": seed,
-                "deadline_ms": deadline_ms, "planner": None if planner is None else dict(planner)}
+                "deadline_ms": deadline_ms, "planner": None if planner is None else dict(planner),
+                "pending_actions": _rows(pending_actions)}
         return self._call(PlanRequest, body, self.service.plan)
 
     def replan(self, session_id: str | None, obs: np.ndarray, proprio: Sequence[float] | np.ndarray | None = None,
                executed_steps: int = 1, *, seed: int | None = None, deadline_ms: float | None = None,
                color_order: str = "rgb", mpc_state: str | None = None, goal: np.ndarray | None = None,
                goal_proprio: Sequence[float] | np.ndarray | None = None,
-               always_send_goal: bool = False) -> dict[str, Any]:
+               always_send_goal: bool = False,
+               pending_actions: Sequence[Sequence[float]] | np.ndarray | None = None) -> dict[str, Any]:
         """Plan from a new frame, warm-started from the last plan (the session's, or ``mpc_state``'s)
         shifted by ``executed_steps``. The goal is sent with a token only when asked for, as
         ``PlanningClient`` does (this process holds every goal it planned for)."""
         body = {"session_id": session_id, "mpc_state": mpc_state, "obs": _frame(obs, color_order),
                 "proprio": _floats(proprio), "executed_steps": executed_steps, "seed": seed,
-                "deadline_ms": deadline_ms}
+                "deadline_ms": deadline_ms, "pending_actions": _rows(pending_actions)}
         if mpc_state is not None and goal is not None and always_send_goal:
             body |= {"goal": _frame(goal, color_order), "goal_proprio": _floats(goal_proprio)}
         return self._call(ReplanRequest, body, self.service.replan)
@@ -174,6 +177,10 @@ def _frame(frame: Any, color_order: str) -> dict[str, Any]:
 
 def _floats(values: Sequence[float] | np.ndarray | None) -> list[float] | None:
     return None if values is None else [float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1)]
+
+
+def _rows(values: Sequence[Sequence[float]] | np.ndarray | None) -> list[list[float]] | None:
+    return None if values is None else np.asarray(values, dtype=np.float64).tolist()
 
 
 def _validation_error(exc: Exception) -> ApiError | None:

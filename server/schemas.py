@@ -158,6 +158,15 @@ DeadlineMs = Annotated[
     Field(gt=0, le=3_600_000, allow_inf_nan=False, description="time budget from arrival; CEM stops early to meet it"),
 ]
 SessionId = Annotated[str, Field(pattern=SESSION_ID_PATTERN)]
+PendingActions = Annotated[
+    list[Annotated[list[Number], Field(max_length=64)]],
+    Field(max_length=4096, description=(
+        "latency compensation: the env actions the robot will execute after this frame and before the "
+        "plan takes effect, one row of raw_action_dim values per env step, in raw env units; a whole "
+        "number of model steps (a multiple of frameskip), at most horizon * frameskip rows. The server "
+        "rolls the model through them and plans from the predicted state: the reply's actions start "
+        "where these end")),
+]
 
 
 class PlanRequest(_Strict):
@@ -170,6 +179,7 @@ class PlanRequest(_Strict):
     session_id: SessionId | None = Field(
         default=None, description="reuse an id to restart that session; omitted: a new id"
     )
+    pending_actions: PendingActions | None = None
     seed: Seed | None = None
     deadline_ms: DeadlineMs | None = None
     planner: PlannerOverrides | None = None
@@ -198,6 +208,7 @@ class ReplanRequest(_Strict):
     executed_steps: Int = Field(
         default=1, ge=0, description="model steps of the last plan executed since it came"
     )
+    pending_actions: PendingActions | None = None
     seed: Seed | None = None
     deadline_ms: DeadlineMs | None = None
 
@@ -250,6 +261,8 @@ class PlanResponse(_Strict):
     frameskip: int
     seed: int = Field(description="the seed used (drawn at random when none was sent)")
     warm_start: bool = Field(description="whether the solver started from the episode's last plan")
+    pending_steps: int = Field(default=0, description="model steps of pending_actions the model was rolled "
+                               "through before planning (0: planned from the frame itself)")
     rollouts: int = Field(description="action sequences scored by a forward rollout (the plan's cost)")
     grad_rollouts: int = Field(description="action sequences scored with a backward pass (gradient solvers)")
     subgoal: SubgoalInfo | None = Field(default=None, description="null unless planner.subgoals was on")

@@ -58,12 +58,13 @@ class PlanningService:
         config, gflop, notices = self._config(body.planner)
         proprio = check_proprio(body.proprio, "proprio", self.model.proprio_dim)
         goal_proprio = check_proprio(body.goal_proprio, "goal_proprio", self.model.proprio_dim)
+        pending, pending_notices = check_pending(body.pending_actions, self.model, config.horizon)
         obs = await self.decoder.decode(body.obs, "obs")
         goal = await self.decoder.decode(body.goal, "goal")
         decoded_at = time.monotonic()
         job = PlanInput(obs.pixels, proprio, config, goal=goal.pixels, goal_proprio=goal_proprio,
-                        seed=body.seed, deadline=_deadline(received_at, body.deadline_ms))
-        notices += obs.warnings + goal.warnings
+                        seed=body.seed, deadline=_deadline(received_at, body.deadline_ms), pending=pending)
+        notices += pending_notices + obs.warnings + goal.warnings
         goal_id = goal_identity(self.model.model_id, goal.pixels, goal_proprio)
         del obs, goal  # only the job holds the pixels now
 
@@ -103,6 +104,9 @@ class PlanningService:
                                f"(horizon, {self.model.action_dim}) for this model", "mpc_state")
             _check_executed(body.executed_steps, token_state.config.horizon, "the plan in mpc_state")
         proprio = check_proprio(body.proprio, "proprio", self.model.proprio_dim)
+        # The bound on their count needs the episode's horizon: checked again under the session's lock.
+        pending, notices = check_pending(body.pending_actions, self.model,
+                                         None if token_state is None else token_state.config.horizon)
         if token_state is not None:
             goal_latent, goal_pixels, goal_proprio = await self._token_goal(body, token_state.goal_id)
         obs = await self.decoder.decode(body.obs, "obs")
@@ -112,17 +116,19 @@ class PlanningService:
             last = session.state if session is not None else token_state
             assert last is not None  # SessionStore.get returns planned sessions only
             _check_executed(body.executed_steps, last.config.horizon, "the session's plan")
-            init_mean, init_elites = last.warm_start(body.executed_steps)
+            _check_pending_count(pending, self.model.frameskip, last.config.horizon)
+            # The new plan takes effect after the executed and the pending steps: shift by both.
+            init_mean, init_elites = last.warm_start(body.executed_steps + _model_steps(pending, self.model))
             job = PlanInput(obs.pixels, proprio, last.config, goal=goal_pixels, goal_proprio=goal_proprio,
                             goal_latent=session.goal if session is not None else goal_latent,
                             init_mean=init_mean, init_elites=init_elites, seed=body.seed,
-                            deadline=_deadline(received_at, body.deadline_ms))
+                            deadline=_deadline(received_at, body.deadline_ms), pending=pending)
             done = await self.scheduler.submit(job, gflop if session is None else self.scheduler.cost(last.config))
             state = _next_state(last.config, last.goal_id, done)
             if session is not None:
                 session.state = state
         self.goals.put(state.goal_id, done.goal_latent)
-        return self._reply(body.session_id, state, done, job, received_at, decoded_at, obs.warnings)
+        return self._reply(body.session_id, state, done, job, received_at, decoded_at, notices + obs.warnings)
 
     # -- checks ---------------------------------------------------------------------
 
@@ -197,6 +203,7 @@ class PlanningService:
             frameskip=self.model.frameskip,
             seed=int(result.seed),
             warm_start=job.init_mean is not None,
+            pending_steps=_model_steps(job.pending, self.model),
             rollouts=int(result.rollouts),
             grad_rollouts=int(result.grad_rollouts),
             subgoal=done.subgoal,
@@ -258,6 +265,62 @@ def check_proprio(values: list[float] | None, field: str, dim: int) -> np.ndarra
             422, "proprio.non_finite",
             f"{field} has values beyond float32 at {bad}; send finite numbers in raw env units.", field)
     return wide.astype(np.float32)
+
+
+def check_pending(rows: list[list[float]] | None, model: ModelInfo,
+                  horizon: int | None) -> tuple[np.ndarray | None, list[Notice]]:
+    """Pending actions as float32 (k * frameskip, raw_action_dim) in env units, within the action
+    bounds (clipped, with a notice), or None when there are none. horizon: the plan's, to bound
+    their count (None: checked later, `_check_pending_count`)."""
+    if not rows:
+        return None, []
+    field, fs = "pending_actions", model.frameskip
+    raw_dim = model.action_dim // fs
+    bad = [i for i, row in enumerate(rows) if len(row) != raw_dim]
+    if bad:
+        raise ApiError(422, "pending_actions.wrong_shape",
+                       f"pending_actions rows {bad[:5]} have {len(rows[bad[0]])} values; each row is one env action "
+                       f"of raw_action_dim={raw_dim} values in raw env units", field)
+    wide = np.asarray(rows, dtype=np.float64)  # (n, raw_action_dim)
+    if not (np.abs(wide) <= _FLOAT32_MAX).all():
+        raise ApiError(422, "pending_actions.non_finite",
+                       "pending_actions has values beyond float32; send finite numbers in raw env units", field)
+    if len(rows) % fs:
+        # A model step is frameskip env actions taken as one input; the model cannot predict
+        # the state part-way through one, and no solver can hold a prefix of its first action fixed.
+        lower, upper = len(rows) // fs * fs, (len(rows) // fs + 1) * fs
+        raise ApiError(422, "pending_actions.partial_step",
+                       f"pending_actions has {len(rows)} env actions, not a multiple of this model's frameskip "
+                       f"{fs}: the model steps {fs} env actions at a time and cannot predict part of a step. "
+                       f"Send whole model steps ({lower} or {upper} actions): execute to the next model-step "
+                       "boundary before switching plans", field)
+    if horizon is not None:
+        _check_pending_count(wide, fs, horizon)
+    notices: list[Notice] = []
+    if model.action_bounds is not None:
+        clipped = np.clip(wide, *model.action_bounds)
+        changed = int((clipped != wide).sum())
+        if changed:
+            low, high = (b.tolist() for b in model.action_bounds)
+            notices.append(Notice("pending_actions.clipped",
+                                  f"{changed} values of pending_actions were outside the model's action bounds "
+                                  f"{low}..{high} and were clipped before the model predicted from them; send "
+                                  "the actions the robot executes, within those bounds", field))
+            wide = clipped
+    return wide.astype(np.float32), notices
+
+
+def _check_pending_count(pending: np.ndarray | None, frameskip: int, horizon: int) -> None:
+    if pending is not None and len(pending) > horizon * frameskip:
+        raise ApiError(422, "pending_actions.too_many",
+                       f"pending_actions has {len(pending)} env actions, more than the plan's horizon of {horizon} "
+                       f"model steps ({horizon * frameskip} env actions): a plan that far ahead would start "
+                       "beyond what the model was asked to predict; send at most that many, or replan sooner",
+                       "pending_actions")
+
+
+def _model_steps(pending: np.ndarray | None, model: ModelInfo) -> int:
+    return 0 if pending is None else len(pending) // model.frameskip
 
 
 def _check_executed(executed: int, horizon: int, whose: str) -> None:

@@ -9,7 +9,7 @@ from server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "server.md").read_text()
-_CODE = re.compile(r'"((?:image|request|proprio|planner|session|auth|server|replan|http|plan|internal|client)'
+_CODE = re.compile(r'"((?:image|request|proprio|planner|session|auth|server|replan|http|plan|internal|client|pending_actions)'
                    r'\.[a-z_]+)"')
 _ASGI_MESSAGES = {"http.disconnect", "http.request", "http.response"}  # ASGI event types, not error codes
 

@@ -83,12 +83,12 @@ def test_openapi_lists_the_endpoints_and_their_bodies(server_url):
     plan_request = components["PlanRequest"]
     assert plan_request["additionalProperties"] is False
     assert set(plan_request["properties"]) == {
-        "obs", "goal", "proprio", "goal_proprio", "session_id", "seed", "deadline_ms", "planner"}
+        "obs", "goal", "proprio", "goal_proprio", "session_id", "seed", "deadline_ms", "planner", "pending_actions"}
     assert set(plan_request["required"]) == {"obs", "goal"}
     image = components["Image"]
     assert image["properties"]["dtype"]["enum"] == ["uint8", "float16", "float32", "float64"]
     assert image["additionalProperties"] is False
-    assert "executed_steps" in components["ReplanRequest"]["properties"]
+    assert {"executed_steps", "pending_actions"} <= set(components["ReplanRequest"]["properties"])
     assert {"actions", "model_actions", "timing_ms", "warnings", "loss_trace"} <= set(
         components["PlanResponse"]["properties"])
     # Every $ref resolves.

@@ -125,8 +125,14 @@ class PlanningClient:
         deadline_ms: float | None = None,
         planner: Mapping[str, Any] | None = None,
         color_order: str = "rgb",
+        pending_actions: Sequence[Sequence[float]] | np.ndarray | None = None,
     ) -> dict[str, Any]:
         """Plan cold towards ``goal``; the reply's ``session_id`` is for ``replan``.
+
+        ``pending_actions`` ((k * frameskip, raw_action_dim) env actions the robot
+        executes after ``obs`` is taken and before this plan can take effect): the
+        server plans from the state the model predicts after them, and the reply's
+        actions start where they end (docs/realtime.md).
 
         ``planner`` overrides the server's planner settings within its limits:
         the driver's at the top level (method, horizon, max_iterations,
@@ -144,6 +150,7 @@ class PlanningClient:
         _put(body, "seed", seed)
         _put(body, "deadline_ms", deadline_ms)
         _put(body, "planner", dict(planner) if planner is not None else None)
+        _put(body, "pending_actions", _rows(pending_actions))
         return dict(self._request("POST", "/plan", body))
 
     def replan(
@@ -160,8 +167,12 @@ class PlanningClient:
         goal: Frame | None = None,
         goal_proprio: Sequence[float] | np.ndarray | None = None,
         always_send_goal: bool = False,
+        pending_actions: Sequence[Sequence[float]] | np.ndarray | None = None,
     ) -> dict[str, Any]:
         """Plan from a new frame after executing ``executed_steps`` model steps.
+
+        ``pending_actions``: as for ``plan``; the warm start shifts by
+        ``executed_steps`` plus the pending model steps.
 
         Either ``session_id`` (the server's session), or ``mpc_state`` (the last
         reply's token: stateless, any replica can serve it). With a token, pass
@@ -175,6 +186,7 @@ class PlanningClient:
         _put(body, "proprio", _floats(proprio))
         _put(body, "seed", seed)
         _put(body, "deadline_ms", deadline_ms)
+        _put(body, "pending_actions", _rows(pending_actions))
         with_goal = dict(body)
         if mpc_state is not None and goal is not None:
             with_goal["goal"] = self.encode_image(goal, color_order)
@@ -271,6 +283,10 @@ def _retry_after(value: str | None) -> float | None:
 
 def _floats(values: Sequence[float] | np.ndarray | None) -> list[float] | None:
     return None if values is None else [float(v) for v in np.asarray(values).reshape(-1)]
+
+
+def _rows(values: Sequence[Sequence[float]] | np.ndarray | None) -> list[list[float]] | None:
+    return None if values is None else np.asarray(values, dtype=np.float64).tolist()
 
 
 def _put(body: dict[str, Any], key: str, value: Any) -> None:

@@ -21,6 +21,12 @@ a lost session starts a new one, a rejected frame is skipped, a busy or
 failing server is retried a bounded number of times, and anything that
 retrying cannot fix (auth, bad proprio, planner limits) stops the loop with
 the server's message and what to change.
+
+That is the synchronous loop (``mode="sync"``): the simulator waits for each
+plan. A robot that cannot wait runs ``mode="async"`` at a fixed control rate
+(``control_hz``): actions are executed while the next plan is computed, the
+request carrying the actions the robot will execute meanwhile
+(``wm_client.realtime`` describes the timeline; docs/realtime.md when to use it).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import httpx
 import numpy as np
@@ -78,6 +84,8 @@ ERROR_POLICIES: dict[str, tuple[Policy, str]] = {
     "plan.non_finite": (Policy.RETRY, "the model produced NaN actions for this input"),
     "auth.": (Policy.FATAL, "pass the server's key with --api-key (or WM_API_KEY)"),
     "proprio.": (Policy.FATAL, "send the robot state the model was trained on (proprio_dim in /health)"),
+    "pending_actions.": (Policy.FATAL, "the loop's pending actions do not fit this model (frameskip, horizon, "
+                         "raw_action_dim in /health): update wm_client or lower latency_margin"),
     "planner.subgoals_unavailable": (Policy.FATAL, "this server has no subgoal graph: drop planner.subgoals, or "
                                      "start the server with one (--subgoals PATH)"),
     "planner.": (Policy.FATAL, "lower the planner overrides to this server's limits (GET /stats)"),
@@ -148,6 +156,18 @@ class LoopConfig:
         stateless: replan with the last reply's ``mpc_state`` token instead of a
             server session, so any replica of a fleet can serve each step and a
             replica's death costs one retried request (same token), never a step.
+        mode: "sync": the simulator waits for every plan (paced by the loop, no clock).
+            "async": one env action per tick of ``control_hz`` while the next plan is
+            computed (``wm_client.realtime``). "hold": the same clock, the robot holding
+            still while each plan is computed (a real robot's synchronous loop).
+        control_hz: env actions per second in "async" and "hold" (a real arm: 10-30).
+        compensate: "async" sends the actions it will execute before the reply can take
+            effect as ``pending_actions``, and switches at the step the plan was made for;
+            False executes each reply from its first step on arrival (no compensation).
+        latency_margin: the pending steps cover this multiple of the median recent round
+            trip (``wm_client.realtime.pending_steps`` says why the median).
+        latency_window: round trips the latency estimate looks back over.
+        max_seconds: "async"/"hold": stop after this much wall-clock time (None: no limit).
     """
 
     model_steps: int = 20
@@ -160,11 +180,25 @@ class LoopConfig:
     planner: Mapping[str, Any] | None = None
     deadline_ms: float | None = None
     stateless: bool = False
+    mode: Literal["sync", "async", "hold"] = "sync"
+    control_hz: float | None = None
+    compensate: bool = True
+    latency_margin: float = 1.1
+    latency_window: int = 5
+    max_seconds: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("model_steps", "execute"):
+        for name in ("model_steps", "execute", "latency_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.mode not in ("sync", "async", "hold"):
+            raise ValueError(f"mode must be 'sync', 'async' or 'hold', got {self.mode!r}")
+        if self.mode != "sync" and not (self.control_hz is not None and self.control_hz > 0):
+            raise ValueError(f"mode={self.mode!r} runs on a clock: set control_hz > 0 (env actions per second), "
+                             f"got {self.control_hz!r}")
+        if not self.latency_margin >= 1:
+            raise ValueError(f"latency_margin must be >= 1 (a multiple of the measured latency), got "
+                             f"{self.latency_margin}")
         for name in ("frame_retries", "request_retries", "max_skipped_frames"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -185,6 +219,14 @@ class LoopReport:
     mpc_state: str | None = None  # the last reply's token (stateless mode replans with it)
     served_by: Counter = field(default_factory=Counter)  # replica -> replies
     done: bool = False  # ``until()`` became true
+    # Real-time modes ("async", "hold"):
+    wall_s: float = 0.0  # wall-clock time of the run
+    hold_ticks: int = 0  # control ticks with nothing to execute (waiting for a plan)
+    pending_steps: list[int] = field(default_factory=list)  # model steps sent as pending, per request
+    late_plans: int = 0  # replies that arrived after the step they were made for
+    late_steps: int = 0  # model steps they were late by, in all (their first steps were not executed)
+    stale_plans: int = 0  # replies with none of their steps still ahead (discarded)
+    overruns: int = 0  # control ticks more than half a period late (the host could not keep the rate)
 
 
 class ControlLoop:
@@ -215,6 +257,11 @@ class ControlLoop:
     def run(self) -> LoopReport:
         """Execute ``config.model_steps`` model steps, or fewer once ``until()`` is true."""
         cfg, report = self.config, self.report
+        if cfg.mode != "sync":
+            from wm_client.realtime import run_realtime
+
+            run_realtime(self)
+            return report
         actions: np.ndarray | None = None  # (model steps left, frameskip, raw_action_dim)
         since_reply = 0  # model steps executed since the last reply
         skipped = 0
@@ -275,24 +322,28 @@ class ControlLoop:
             f"the camera returned no image after {self.config.frame_retries} simulator steps; "
             "is it attached to the render product and initialised?")
 
-    def _plan_or_replan(self, frame: np.ndarray, since_reply: int) -> dict[str, Any] | None:
-        proprio = self.robot.proprio()
+    def _plan_or_replan(self, frame: np.ndarray, since_reply: int, proprio: np.ndarray | None = None,
+                        pending: np.ndarray | None = None) -> dict[str, Any] | None:
+        """The next plan (None: the frame was rejected). proprio: the robot's at the frame (None:
+        read now); pending: (k * frameskip, A) env actions the robot executes before the plan can
+        take effect (the real-time loop)."""
+        proprio = self.robot.proprio() if proprio is None else proprio
         sid = self.report.session_id
         token = self.report.mpc_state if self.config.stateless else None
         try:
             if (token is None) if self.config.stateless else (sid is None):
-                return self._plan(frame, proprio)
+                return self._plan(frame, proprio, pending)
             self._seed = None if self._seed is None else self._seed + 1
             t0 = time.perf_counter()
             if token is not None:  # any replica; the client resends the goal if one asks for it
                 call = lambda: self.client.replan(  # noqa: E731
                     None, frame, proprio, executed_steps=since_reply, seed=self._seed,
                     deadline_ms=self.config.deadline_ms, mpc_state=token, goal=self.goal,
-                    goal_proprio=self.goal_proprio)
+                    goal_proprio=self.goal_proprio, **_pending(pending))
             else:
                 call = lambda: self.client.replan(  # noqa: E731
                     sid, frame, proprio, executed_steps=since_reply, seed=self._seed,
-                    deadline_ms=self.config.deadline_ms)
+                    deadline_ms=self.config.deadline_ms, **_pending(pending))
             reply = self._request(call)
             self.report.plan_ms.append(1000 * (time.perf_counter() - t0))
             self.report.replans += 1
@@ -307,7 +358,7 @@ class ControlLoop:
                 self.report.session_id = None
                 self.report.mpc_state = None
                 try:
-                    return self._plan(frame, proprio)
+                    return self._plan(frame, proprio, pending)
                 except PlanningError as again:
                     return self._handle_unrecoverable(again)
             return self._handle_unrecoverable(exc)
@@ -319,12 +370,12 @@ class ControlLoop:
             return None
         raise ControlLoopError(f"server refused the request: {exc.code}: {exc.message} -> {hint}") from exc
 
-    def _plan(self, frame: np.ndarray, proprio: np.ndarray) -> dict[str, Any]:
+    def _plan(self, frame: np.ndarray, proprio: np.ndarray, pending: np.ndarray | None = None) -> dict[str, Any]:
         self._seed = None if self._seed is None else self._seed + 1
         t0 = time.perf_counter()
         reply = self._request(lambda: self.client.plan(
             frame, self.goal, proprio, self.goal_proprio, seed=self._seed,
-            planner=self.config.planner, deadline_ms=self.config.deadline_ms))
+            planner=self.config.planner, deadline_ms=self.config.deadline_ms, **_pending(pending)))
         self.report.plan_ms.append(1000 * (time.perf_counter() - t0))
         self.report.plans += 1
         self.report.session_id = reply["session_id"]
@@ -362,3 +413,8 @@ class ControlLoop:
             time.sleep(wait)
             delay *= 2
         raise ControlLoopError(f"giving up after {cfg.request_retries} retries: {why}") from last
+
+
+def _pending(pending: np.ndarray | None) -> dict[str, Any]:
+    """The keyword for pending actions, only when there are some (a client without it still works)."""
+    return {} if pending is None else {"pending_actions": pending}
