@@ -58,7 +58,7 @@ import tempfile
 import time
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -162,13 +162,13 @@ def final_objective(model: Any, z_obs: Latent, z_goal: Latent, actions: torch.Te
 
 
 def compare(model: Any, ref: torch.nn.Module, solvers: types.ModuleType, problems: int, seed: int,
-            cells: tuple[str, ...], quick: bool) -> list[dict[str, Any]]:
-    """Rows of (cell, problem): wall and CPU seconds per plan, final objective, iterations."""
+            cells: tuple[str, ...], quick: bool) -> Iterator[dict[str, Any]]:
+    """Rows of (cell, problem), as each plan ends: wall and CPU seconds per plan, final objective,
+    iterations."""
     prob = reachable_problem(model, problems, HORIZON, seed)
     c = model.config
     cfgs = our_configs(model, quick)
     budget = QUICK_BUDGET if quick else (SAMPLES, TOPK, STEPS)
-    rows = []
     for i in range(problems):
         pixels, z_goal = prob.pixels[i:i + 1], prob.z_goal.index(torch.tensor([i]))
         with torch.inference_mode():
@@ -192,9 +192,7 @@ def compare(model: Any, ref: torch.nn.Module, solvers: types.ModuleType, problem
             row.update(seconds=round(dt, 4), cpu_seconds=round(cpu, 4),
                        objective=final_objective(model, z_obs, z_goal, actions),
                        load_average_1m=round(os.getloadavg()[0], 2))
-            rows.append(row)
-            harness.log.info("lewm_peer: %s", json.dumps({k: v for k, v in row.items() if k != "loss_trace"}))
-    return rows
+            yield row
 
 
 # Where the time goes ---------------------------------------------------------------------
@@ -313,8 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(Path(tmp) / "lewm.pt", device="cpu")
         ref = reference_model(reference, Path(tmp))
     solvers = import_solvers(reference)
-    rows = compare(model, ref, solvers, problems, args.seed, tuple(args.cells), args.quick)
-    result.data["rows"] = rows
+    for row in compare(model, ref, solvers, problems, args.seed, tuple(args.cells), args.quick):
+        result.add(row)
+    rows = result.rows
     summary = {**summarize(rows), "size": size, "problems": problems, "parameters": model.num_parameters(),
                "gflops_per_sample": flops(model),
                "exactness": {k: exact[k] for k in ("ok", "checks", "tolerance", "reference")},
