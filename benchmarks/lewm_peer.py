@@ -17,13 +17,16 @@ a seeded LeWM of the published size - ViT-tiny/14 at 224 px, 6-layer predictor,
 imported by `models.lewm`); the check's result is in the output, so both sides
 are known to compute the same cost within 1e-4.
 
-Problems: `benchmarks.problems.reachable_problem` on the imported model (a
-smooth 224 px frame; the goal is the model's own rollout of a random action
-sequence, so objective 0 is reachable). Both planners start from the same
-normalised pixels and encode them inside the timed plan; the goal is a latent,
-handed to stable-worldmodel through its own cache key (`info["goal_emb"]`,
-which `get_cost` uses instead of encoding `info["goal"]`). Cells, each plans
-every problem, in a rotating order per problem:
+Problems (--goals): `reachable` (default), `benchmarks.problems.reachable_problem`
+on the imported model (a smooth 224 px frame; the goal is the model's own
+rollout of a random action sequence, so objective 0 is reachable), the goal
+handed to stable-worldmodel as a latent through its own cache key
+(`info["goal_emb"]`, which `get_cost` uses instead of encoding
+`info["goal"]`); or `frame`: the goal is another smooth frame, which each
+planner encodes inside its timed plan, as a client's goal image (with random
+weights it is not reachable: the objective levels off above 0). Both
+planners start from the same normalised pixels and encode them inside the
+timed plan. Cells, each plans every problem, in a rotating order per problem:
 
 * `swm_cem_30`: stable-worldmodel's CEMSolver + LeWM.get_cost, as shipped;
 * `ours_cem_30`: this project's CEM at the same settings, all 30 iterations;
@@ -64,7 +67,7 @@ import numpy as np
 import torch
 
 from benchmarks import harness, lewm_reference
-from benchmarks.problems import reachable_problem
+from benchmarks.problems import reachable_problem, smooth_frames
 from models import Latent, load_model
 from models.lewm.flops import encoder_flops, rollout_flops
 from planning import PlannerConfig, objective, plan
@@ -108,15 +111,22 @@ def reference_model(reference: Path, folder: Path) -> torch.nn.Module:
     return model.eval().requires_grad_(False)
 
 
-def reference_info(pixels: torch.Tensor, z_goal: Latent) -> dict[str, torch.Tensor]:
-    """The info dict its solver expands per sample: pixels (1, 1, 3, S, S) (batch, history),
-    the goal embedding (1, 1, E) under the key `get_cost` caches it in; "goal" is only asserted
-    present (the goal is a latent, so there is no goal image to encode)."""
-    return {"pixels": pixels[:, None], "goal": pixels[:, None], "goal_emb": z_goal.visual.clone()}
+def reference_info(pixels: torch.Tensor, z_goal: Latent, goal: torch.Tensor | None,
+                   action_dim: int) -> dict[str, torch.Tensor]:
+    """The info dict its solver expands per sample, as a stable-worldmodel policy builds it:
+    pixels (1, 1, 3, S, S) (batch, history), the action history (1, 1, A) (zeros: a first
+    step; its rollout replaces it) and the goal frame, which `get_cost` encodes; with no goal
+    frame (a reachable goal is a latent), the goal embedding (1, 1, E) under the key
+    `get_cost` caches it in, and "goal", which it then only asserts present, is the observation."""
+    info = {"pixels": pixels[:, None], "action": pixels.new_zeros(1, 1, action_dim)}
+    if goal is not None:
+        return {**info, "goal": goal[:, None]}
+    return {**info, "goal": pixels[:, None], "goal_emb": z_goal.visual.clone()}
 
 
 def swm_plan(solvers: types.ModuleType, ref: torch.nn.Module, pixels: torch.Tensor, z_goal: Latent,
-             frameskip: int, raw_dim: int, budget: tuple[int, int, int], seed: int) -> tuple[torch.Tensor, float, float]:
+             goal: torch.Tensor | None, frameskip: int, raw_dim: int, budget: tuple[int, int, int],
+             seed: int) -> tuple[torch.Tensor, float, float]:
     """One cold plan with its CEMSolver: (actions (H, A) normalised, wall s, process CPU s)."""
     import gymnasium as gym
 
@@ -128,13 +138,14 @@ def swm_plan(solvers: types.ModuleType, ref: torch.nn.Module, pixels: torch.Tens
     solver.configure(action_space=space, n_envs=1, config=types.SimpleNamespace(
         horizon=HORIZON, action_block=frameskip, receding_horizon=HORIZON, history_len=1, warm_start=False))
     with contextlib.redirect_stdout(sys.stderr):  # it prints each solve's time
-        out = solver.solve(reference_info(pixels, z_goal))
+        out = solver.solve(reference_info(pixels, z_goal, goal, frameskip * raw_dim))
     return out["actions"][0], time.perf_counter() - t0, time.process_time() - c0
 
 
-def swm_objective(ref: torch.nn.Module, pixels: torch.Tensor, z_goal: Latent, actions: torch.Tensor) -> float:
+def swm_objective(ref: torch.nn.Module, pixels: torch.Tensor, z_goal: Latent, goal: torch.Tensor | None,
+                  actions: torch.Tensor) -> float:
     """Its own cost of (H, A) actions (`get_cost`, a sum over dimensions) / embed dim."""
-    info = {k: v[:, None] for k, v in reference_info(pixels, z_goal).items()}  # (1, 1, ...): one sample
+    info = {k: v[:, None] for k, v in reference_info(pixels, z_goal, goal, actions.shape[-1]).items()}  # 1 sample
     with torch.inference_mode():
         return float(ref.get_cost(info, actions[None, None].clone())[0, 0]) / z_goal.visual.shape[-1]
 
@@ -161,30 +172,44 @@ def final_objective(model: Any, z_obs: Latent, z_goal: Latent, actions: torch.Te
         return float(objective(model.rollout(z_obs, actions[None]), z_goal, "last", 0.0)[0])
 
 
+def make_problems(model: Any, n: int, seed: int, goals: str) -> list[tuple[torch.Tensor, torch.Tensor | None, Latent]]:
+    """(pixels (1, 3, S, S), goal pixels or None, goal latent) per problem. "reachable": the goal is
+    the model's rollout of a random action sequence (a latent; objective 0 is reachable);
+    "frame": the goal is another frame, encoded by each planner as a client's goal image is."""
+    if goals == "reachable":
+        prob = reachable_problem(model, n, HORIZON, seed)
+        return [(prob.pixels[i:i + 1], None, prob.z_goal.index(torch.tensor([i]))) for i in range(n)]
+    size = model.config.image_size
+    with torch.inference_mode():
+        obs, goal = (model.preprocess(torch.from_numpy(smooth_frames(n, size, s))) for s in (seed, seed + 1))
+        z_goal = model.encode(goal)
+    return [(obs[i:i + 1], goal[i:i + 1], z_goal.index(torch.tensor([i]))) for i in range(n)]
+
+
 def compare(model: Any, ref: torch.nn.Module, solvers: types.ModuleType, problems: int, seed: int,
-            cells: tuple[str, ...], quick: bool) -> Iterator[dict[str, Any]]:
+            cells: tuple[str, ...], quick: bool, goals: str = "reachable") -> Iterator[dict[str, Any]]:
     """Rows of (cell, problem), as each plan ends: wall and CPU seconds per plan, final objective,
     iterations."""
-    prob = reachable_problem(model, problems, HORIZON, seed)
     c = model.config
     cfgs = our_configs(model, quick)
     budget = QUICK_BUDGET if quick else (SAMPLES, TOPK, STEPS)
-    for i in range(problems):
-        pixels, z_goal = prob.pixels[i:i + 1], prob.z_goal.index(torch.tensor([i]))
+    for i, (pixels, goal, z_goal) in enumerate(make_problems(model, problems, seed, goals)):
         with torch.inference_mode():
             z_obs = model.encode(pixels)  # for the yardstick; each plan encodes again, timed
         order = cells[i % len(cells):] + cells[:i % len(cells)]  # rotate: no cell always runs first
         for cell in order:
             s = seed * 1000 + i
-            row: dict[str, Any] = {"cell": cell, "problem": i, "seed": s}
+            row: dict[str, Any] = {"cell": cell, "problem": i, "seed": s, "goals": goals}
             if cell == "swm_cem_30":
-                actions, dt, cpu = swm_plan(solvers, ref, pixels, z_goal, c.frameskip, c.raw_action_dim, budget, s)
+                actions, dt, cpu = swm_plan(solvers, ref, pixels, z_goal, goal, c.frameskip, c.raw_action_dim, budget,
+                                            s)
                 row.update(iterations=budget[2], rollouts=budget[0] * budget[2],
-                           swm_objective=swm_objective(ref, pixels, z_goal, actions))
+                           swm_objective=swm_objective(ref, pixels, z_goal, goal, actions))
             else:
                 t0, c0 = time.perf_counter(), time.process_time()
                 with torch.inference_mode():
-                    (res,) = plan(model, model.encode(pixels), z_goal, cfgs[cell], seeds=[s])
+                    target = z_goal if goal is None else model.encode(goal)
+                    (res,) = plan(model, model.encode(pixels), target, cfgs[cell], seeds=[s])
                 dt, cpu = time.perf_counter() - t0, time.process_time() - c0
                 actions = res.actions
                 row.update(iterations=res.iterations, rollouts=int(res.rollouts), stop=res.stop_reason,
@@ -220,7 +245,8 @@ def profile_iteration(model: Any, ref: torch.nn.Module, quick: bool, seed: int) 
     z_goal = prob.z_goal
     g = torch.Generator().manual_seed(seed)
     candidates = torch.randn(1, samples, HORIZON, model.config.action_dim, generator=g)
-    info = {k: v[:, None].expand(1, samples, *v.shape[1:]) for k, v in reference_info(prob.pixels, z_goal).items()}
+    info = {k: v[:, None].expand(1, samples, *v.shape[1:])
+            for k, v in reference_info(prob.pixels, z_goal, None, model.config.action_dim).items()}
     one = harness.planner(our_configs(model, quick)["ours_cem_30"],
                           **harness.budget(samples, 1, elites=max(1, samples // 10), min_iterations=1))
     with torch.inference_mode():
@@ -289,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                                         "(default: $LEWM_REFERENCE, .peers/lewm)")
     ap.add_argument("--problems", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--goals", choices=("reachable", "frame"), default="reachable",
+                    help="reachable: a latent the model reaches (objective 0 exists); frame: another goal frame")
     ap.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS))
     ap.add_argument("--no-profile", action="store_true", help="skip the profiler summary of one iteration each")
     ap.add_argument("--table", type=Path, help="print a markdown table of this result file and exit")
@@ -311,15 +339,17 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(Path(tmp) / "lewm.pt", device="cpu")
         ref = reference_model(reference, Path(tmp))
     solvers = import_solvers(reference)
-    for row in compare(model, ref, solvers, problems, args.seed, tuple(args.cells), args.quick):
+    for row in compare(model, ref, solvers, problems, args.seed, tuple(args.cells), args.quick, args.goals):
         result.add(row)
     rows = result.rows
-    summary = {**summarize(rows), "size": size, "problems": problems, "parameters": model.num_parameters(),
+    summary = {**summarize(rows), "goals": args.goals, "size": size, "problems": problems,
+               "parameters": model.num_parameters(),
                "gflops_per_sample": flops(model),
                "exactness": {k: exact[k] for k in ("ok", "checks", "tolerance", "reference")},
                "configs": {k: v.to_dict() for k, v in our_configs(model, args.quick).items()},
                "swm_solver": {"class": "stable_worldmodel.solver.CEMSolver", "num_samples": SAMPLES, "topk": TOPK,
-                              "n_steps": STEPS, "var_scale": 1.0, "horizon": HORIZON, "action_block": model.config.frameskip}
+                              "n_steps": STEPS, "var_scale": 1.0, "horizon": HORIZON,
+                              "action_block": model.config.frameskip}
                if not args.quick else {"budget": QUICK_BUDGET}}
     if not args.no_profile:
         summary["profile_one_iteration"] = profile_iteration(model, ref, args.quick, args.seed)
