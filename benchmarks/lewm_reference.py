@@ -5,7 +5,8 @@ whose `module.py` is le-wm's at upstream commit c8a4417 reformatted, and whose `
 is le-wm's `JEPA` with a rollout that embeds all actions at once) with the encoder
 stable-pretraining's `vit_hf` builds: Hugging Face's `ViTModel`. None of it is in this
 repository: `--prepare DIR` fetches it from PyPI into DIR (git-ignored `.peers/lewm` by
-default), and the reference side runs in a separate process that imports it from there.
+default; with stable-worldmodel's solvers, which `benchmarks.lewm_peer` drives), and the
+reference side runs in a separate process that imports it from there.
 
     python -m benchmarks.lewm_reference --prepare .peers/lewm       # once: pip download + install --target
     # optional, le-wm's own JEPA too (upstream lucas-maes/le-wm, e.g. commit c8a4417), from a checkout:
