@@ -5,10 +5,14 @@ Skips without a prepared reference that holds the solvers (python -m benchmarks.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from benchmarks import lewm_peer
+from benchmarks.problems import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +32,13 @@ def test_without_a_reference_the_benchmark_says_how_to_prepare_one(tmp_path, mon
 
 
 def test_quick_run_plans_every_problem_with_both_planners_on_the_same_weights(reference, tmp_path, capsys):
+    # in its own process: the benchmark imports the reference's modules, which must not enter
+    # this one (tests/models/test_lewm_reference.py checks that the exactness check keeps them out)
     out = tmp_path / "lewm_peer.json"
-    assert lewm_peer.main(["--quick", "--reference", str(reference), "--out", str(out)]) == 0
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.lewm_peer", "--quick", "--reference", str(reference),
+                           "--out", str(out)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     rows, summary = result["rows"], result["summary"]
     assert sorted(r["cell"] for r in rows) == sorted(lewm_peer.CELLS)
@@ -41,6 +50,7 @@ def test_quick_run_plans_every_problem_with_both_planners_on_the_same_weights(re
     assert swm["iterations"] == lewm_peer.QUICK_BUDGET[2] and swm["rollouts"] == 16
     assert set(summary["cells"]) == set(lewm_peer.CELLS) and "met" in summary["target"]
     assert {"swm_get_cost", "ours_iteration"} <= set(summary["profile_one_iteration"])
+    assert not any(m.startswith(("transformers", "lewm_reference_", "stable_worldmodel")) for m in sys.modules)
     capsys.readouterr()
     assert lewm_peer.main(["--table", str(out)]) == 0
     table = capsys.readouterr().out
