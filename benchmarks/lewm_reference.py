@@ -5,7 +5,8 @@ whose `module.py` is le-wm's at upstream commit c8a4417 reformatted, and whose `
 is le-wm's `JEPA` with a rollout that embeds all actions at once) with the encoder
 stable-pretraining's `vit_hf` builds: Hugging Face's `ViTModel`. None of it is in this
 repository: `--prepare DIR` fetches it from PyPI into DIR (git-ignored `.peers/lewm` by
-default), and the reference side runs in a separate process that imports it from there.
+default; with stable-worldmodel's solvers, which `benchmarks.lewm_peer` drives), and the
+reference side runs in a separate process that imports it from there.
 
     python -m benchmarks.lewm_reference --prepare .peers/lewm       # once: pip download + install --target
     # optional, le-wm's own JEPA too (upstream lucas-maes/le-wm, e.g. commit c8a4417), from a checkout:
@@ -41,7 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = ROOT / ".peers" / "lewm"
 SWM_VERSION = "0.1.1"
 SWM_FILES = ("stable_worldmodel/wm/lewm/lewm.py", "stable_worldmodel/wm/lewm/module.py")
-SITE_PACKAGES = ("transformers>=4.50,<5", "einops")
+# its planning: the CEM solver package (benchmarks/lewm_peer.py) and the protocol module it imports
+SWM_SOLVER = ("stable_worldmodel/solver/", "stable_worldmodel/protocols.py")
+SITE_PACKAGES = ("transformers>=4.50,<5", "einops", "loguru")  # loguru: the solvers' logger
 TOLERANCE = 1e-4
 log = logging.getLogger(__name__)
 
@@ -69,8 +72,9 @@ def find_reference(path: str | Path | None) -> Path | None:
 
 def prepare(folder: Path) -> Path:
     """Fetch the reference from PyPI into `folder`: stable-worldmodel's wheel (only its LeWM
-    files are unpacked: its package __init__ imports environments this check does not need)
-    and `pip install --target folder/site` of transformers and einops (no torch: this
+    files and its solvers are unpacked: its package __init__ imports environments this check
+    does not need) and `pip install --target folder/site` of transformers, einops and loguru
+    (gymnasium, which the solvers import, is this project's dependency; no torch: this
     interpreter's is used; no torchvision: its PyPI wheel is a CUDA build)."""
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,8 +82,9 @@ def prepare(folder: Path) -> Path:
                         "-d", tmp], check=True)
         (wheel,) = Path(tmp).glob("stable_worldmodel-*.whl")
         with zipfile.ZipFile(wheel) as z:
-            for name in SWM_FILES:
-                z.extract(name, folder / "swm")
+            for name in z.namelist():
+                if name in SWM_FILES or (name.startswith(SWM_SOLVER) and name.endswith(".py")):
+                    z.extract(name, folder / "swm")
     subprocess.run([sys.executable, "-m", "pip", "install", "--target", str(folder / "site"), *SITE_PACKAGES],
                    check=True)
     (folder / "VERSION").write_text(f"stable-worldmodel=={SWM_VERSION}\n")
@@ -107,15 +112,28 @@ def published_config(size: str) -> dict[str, Any]:
             "pred_proj": {"input_dim": e, "output_dim": e, "hidden_dim": s["hidden"]}}
 
 
-def reference_side(reference: Path, out: Path, size: str, seed: int) -> None:
+def _mlp(cfg: dict[str, Any], key: str) -> Any:
+    """The reference's BatchNorm MLP (projector, pred_proj) for `cfg[key]`."""
     import torch
 
-    sys.path.append(str(reference / "site"))  # after this interpreter's own packages: its torch and numpy win
+    c = cfg[key]
+    return sys.modules["lewm_reference_module"].MLP(input_dim=c["input_dim"], output_dim=c["output_dim"],
+                                                    hidden_dim=c["hidden_dim"], norm_fn=torch.nn.BatchNorm1d)
+
+
+def reference_model(reference: Path, cfg: dict[str, Any]) -> Any:
+    """stable-worldmodel's `LeWM` built from the prepared reference for a published config
+    (`published_config`), its encoder as stable-pretraining's `vit_hf` builds it; untrained,
+    in train mode. Imports the reference's modules into this process (`sys.path` gets its
+    `site/` appended: this interpreter's own torch and numpy win)."""
+    import torch
+
+    if str(reference / "site") not in sys.path:
+        sys.path.append(str(reference / "site"))
     from transformers import ViTConfig, ViTModel
 
     module = _load_file("lewm_reference_module", reference / "swm" / SWM_FILES[1])
     lewm = _load_file("lewm_reference_lewm", reference / "swm" / SWM_FILES[0])
-    cfg = published_config(size)
     enc = cfg["encoder"]
     base = {"tiny": (192, 12, 3)}[enc["size"]]
     hidden = enc.get("hidden_size", base[0])
@@ -126,16 +144,19 @@ def reference_side(reference: Path, out: Path, size: str, seed: int) -> None:
                         patch_size=enc["patch_size"])
     encoder = ViTModel(vit_cfg, add_pooling_layer=False, use_mask_token=False)
     encoder.config.interpolate_pos_encoding = True
-
-    def mlp(key: str) -> Any:
-        c = cfg[key]
-        return module.MLP(input_dim=c["input_dim"], output_dim=c["output_dim"], hidden_dim=c["hidden_dim"],
-                          norm_fn=torch.nn.BatchNorm1d)
-
     predictor_class = getattr(module, "ARPredictor", None) or module.Predictor  # le-wm's name, swm 0.1.1's name
-    model = lewm.LeWM(encoder=encoder, predictor=predictor_class(**cfg["predictor"]),
-                      action_encoder=module.Embedder(**cfg["action_encoder"]), projector=mlp("projector"),
-                      pred_proj=mlp("pred_proj"))
+    return lewm.LeWM(encoder=encoder, predictor=predictor_class(**cfg["predictor"]),
+                     action_encoder=module.Embedder(**cfg["action_encoder"]), projector=_mlp(cfg, "projector"),
+                     pred_proj=_mlp(cfg, "pred_proj"))
+
+
+def reference_side(reference: Path, out: Path, size: str, seed: int) -> None:
+    import torch
+
+    cfg = published_config(size)
+    enc = cfg["encoder"]
+    model = reference_model(reference, cfg)
+    encoder = model.encoder
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, t in sorted(model.state_dict().items()):
@@ -163,7 +184,7 @@ def reference_side(reference: Path, out: Path, size: str, seed: int) -> None:
         lewm_module = _load_file("lewm_reference_le_wm_module", source / "module.py")
         upstream = jepa.JEPA(encoder=encoder, predictor=lewm_module.ARPredictor(**cfg["predictor"]),
                              action_encoder=lewm_module.Embedder(**cfg["action_encoder"]),
-                             projector=mlp("projector"), pred_proj=mlp("pred_proj"))
+                             projector=_mlp(cfg, "projector"), pred_proj=_mlp(cfg, "pred_proj"))
         upstream.load_state_dict(model.state_dict())
         upstream = upstream.eval().requires_grad_(False)
         with torch.inference_mode():
