@@ -173,9 +173,11 @@ def legacy_names() -> dict[str, tuple[str, ...]]:
 
 
 @functools.cache
-def _legacy_names_of(sections: tuple[tuple[str, type[Settings]], ...]) -> dict[str, tuple[str, ...]]:  # sections: the cache key
+def _legacy_names_of(sections: tuple[tuple[str, type[Settings]], ...]) -> dict[str, tuple[str, ...]]:
     out: dict[str, list[str]] = {}
-    for path, f in PlannerConfig.declared():
+    fields = [(f.name, f) for f in _driver_fields()]
+    fields += [(f"{name}.{f.name}", f) for name, kind in sections for f in dataclasses.fields(kind)]
+    for path, f in fields:
         if f.metadata["legacy"]:
             out.setdefault(f.metadata["legacy"], []).append(path)
     return {k: tuple(v) for k, v in out.items()}
