@@ -83,6 +83,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -105,21 +106,68 @@ from planning import PlannerConfig, objective, plan
 
 
 HORIZON, SAMPLES, TOPK = 5, 300, 30  # DINO-WM's published CEM settings (conf/planner/cem.yaml)
-CELLS = ("dinowm_cem_30", "ours_cem_30", "dinowm_cem_10", "ours_cem_10", "ours_default", "ours_icem_50x10")
+
+# A cell is one planner at one budget, named by what it runs:
+#   dinowm_cem_<I>                  DINO-WM's CEMPlanner, 300 samples, top 30, I iterations
+#   ours_<method>_<N>x<I>[_es]      this project's <method> (cem, icem, mppi), N samples (top N/10),
+#                                   I iterations; no early stop unless `_es` (the default rule)
+#   ours_gradient_<S>x<I>[_es]      gradient refinement: S starts, I Adam steps
+#   ours_default                    what the server plans with for the imported artifact
+#                                   (`PlannerConfig.for_model`: the device preset + the artifact's settings)
+CELLS = ("dinowm_cem_30", "ours_cem_300x30", "dinowm_cem_10", "ours_cem_300x10", "ours_default",
+         "ours_icem_50x10_es")
+# --grid select: every solver over a grid of budgets, DINO-WM's planner at 10 and 30 iterations as references.
+GRIDS: dict[str, tuple[str, ...]] = {
+    "issue": CELLS,
+    "select": ("dinowm_cem_10", "dinowm_cem_30", "ours_cem_300x10", "ours_cem_300x30", "ours_cem_100x10",
+               *(f"ours_icem_{n}x{i}" for n in (50, 100, 150, 300) for i in (3, 5, 10)),
+               "ours_mppi_100x10", "ours_mppi_300x10", "ours_gradient_4x10", "ours_default"),
+    # the same without the 30-iteration cells (a 64 px run's DINO-WM plan at 30 iterations is minutes here)
+    "select10": ("dinowm_cem_10", "ours_cem_300x10", "ours_cem_100x10",
+                 *(f"ours_icem_{n}x{i}" for n in (50, 100, 150, 300) for i in (3, 5, 10)),
+                 "ours_mppi_100x10", "ours_mppi_300x10", "ours_gradient_4x10", "ours_default"),
+}
+_CELL = re.compile(r"^(?:dinowm_cem_(?P<dsteps>\d+)|ours_default|ours_(?P<method>cem|icem|mppi|gradient)_"
+                   r"(?P<n>\d+)x(?P<steps>\d+)(?P<es>_es)?)$")
+
+
+def check_cell(name: str) -> str:
+    """`name` if it is a cell name (argparse type); else ValueError saying the grammar."""
+    if not _CELL.match(name):
+        raise ValueError(f"{name!r}: a cell is dinowm_cem_<I>, ours_default, ours_<cem|icem|mppi>_<N>x<I>[_es] "
+                         "or ours_gradient_<S>x<I>[_es]")
+    return name
+
+
+def dino_wm_steps(cell: str) -> int:
+    """Iterations of a `dinowm_cem_<I>` cell."""
+    return int(_CELL.match(cell)["dsteps"])  # type: ignore[index]
 
 
 # The comparison ----------------------------------------------------------------
-def our_configs(model: WorldModel, quick: bool) -> dict[str, PlannerConfig]:
-    paper = harness.planner(None, objective="last", alpha=1.0)
-    cfgs = {"ours_cem_30": harness.planner(paper, **harness.budget(SAMPLES, 30, elites=TOPK, min_iterations=30)),
-            "ours_cem_10": harness.planner(paper, **harness.budget(SAMPLES, 10, elites=TOPK, min_iterations=10)),
-            "ours_default": harness.planner(model, "cpu"),
-            "ours_icem_50x10": harness.planner(paper, **harness.budget(50, 10, elites=5, min_iterations=4),
-                                               method="icem", patience=3)}
+def cell_config(cell: str, model: WorldModel, quick: bool = False) -> PlannerConfig:
+    """This project's planner config for an `ours_*` cell: DINO-WM's objective (`last`, alpha 1),
+    horizon 5, the cell's method and budget."""
+    m = _CELL.match(check_cell(cell))
+    if cell == "ours_default":
+        cfg = harness.planner(model, "cpu")
+    else:
+        method, n, steps, es = m["method"], int(m["n"]), int(m["steps"]), bool(m["es"])
+        paper = harness.planner(None, objective="last", alpha=1.0)
+        stop = {} if es else {"min_iterations": steps}
+        if method == "gradient":
+            cfg = harness.planner(paper, method="gradient", max_iterations=steps, gradient={"starts": n}, **stop)
+        else:
+            elites = TOPK if n == SAMPLES else max(2, n // 10)
+            cfg = harness.planner(paper, method=method, **harness.budget(n, steps, elites=elites), **stop)
     if quick:
-        cfgs = {k: harness.planner(c, **harness.budget(8, 2, elites=2, min_iterations=min(c.min_iterations, 2)))
-                for k, c in cfgs.items()}
-    return cfgs
+        cfg = harness.planner(cfg, **harness.budget(8, 2, elites=2, min_iterations=min(cfg.min_iterations, 2)),
+                              gradient={"starts": 2})
+    return cfg
+
+
+def our_configs(model: WorldModel, quick: bool, cells: tuple[str, ...] = CELLS) -> dict[str, PlannerConfig]:
+    return {c: cell_config(c, model, quick) for c in cells if not c.startswith("dinowm_")}
 
 
 def _final_objective(model: WorldModel, z_obs: Latent, z_goal: Latent, actions: torch.Tensor) -> float:
@@ -163,7 +211,7 @@ def compare(run: DinoWMRun, model: WorldModel, problems: int, seed: int, cells: 
                                          state_mean=None, state_std=None, proprio_mean=stats.proprio_mean,
                                          proprio_std=stats.proprio_std, transform=lambda x: (x - 0.5) / 0.5)
     goal_wm = LatentGoalWM(run.wm)
-    cfgs = our_configs(model, quick)
+    cfgs = our_configs(model, quick, cells)
     samples, topk = (8, 2) if quick else (SAMPLES, TOPK)
     rows = []
     for i in (range(problems) if only is None else only):
@@ -174,7 +222,7 @@ def compare(run: DinoWMRun, model: WorldModel, problems: int, seed: int, cells: 
             s = seed * 1000 + i
             row: dict[str, Any] = {"cell": cell, "problem": i, "seed": s}
             if cell.startswith("dinowm_"):
-                steps = 2 if quick else int(cell.rsplit("_", 1)[1])
+                steps = 2 if quick else dino_wm_steps(cell)
                 mu, dt, cpu, log = run_dino_wm(run, goal_wm, prep, frame, proprio, z_goal, steps, samples, topk, s)
                 with torch.inference_mode():
                     z_obs = model.encode_observation(prob.frames[i:i + 1], prob.proprio[i:i + 1])
@@ -189,8 +237,10 @@ def compare(run: DinoWMRun, model: WorldModel, problems: int, seed: int, cells: 
                     z_obs = model.encode_observation(prob.frames[i:i + 1], prob.proprio[i:i + 1])
                     (res,) = plan(model, z_obs, z_goal, cfg, seeds=[s])
                 dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-                row.update(seconds=dt, cpu_seconds=cpu, iterations=res.iterations, rollouts=int(res.rollouts), stop=res.stop_reason,
+                row.update(seconds=dt, cpu_seconds=cpu, iterations=res.iterations, rollouts=int(res.rollouts),
+                           grad_rollouts=int(res.grad_rollouts), stop=res.stop_reason,
                            objective=_final_objective(model, z_obs, z_goal, res.actions[None]),
+                           dino_wm_objective=dino_wm_objective(run, prep, frame, proprio, z_goal, res.actions[None]),
                            planner_loss=float(res.loss), loss_trace=list(res.loss_trace))
             row["load_average_1m"] = round(os.getloadavg()[0], 2)
             rows.append(row)
@@ -199,46 +249,106 @@ def compare(run: DinoWMRun, model: WorldModel, problems: int, seed: int, cells: 
 
 
 def flops_per_sample(model: WorldModel) -> dict[str, float]:
-    """Analytic FLOPs of one sample's rollout: DINO-WM's (re-encoding included) and ours, and one encoding."""
+    """Analytic FLOPs of one sample's rollout: DINO-WM's (re-encoding included), ours (cached), ours with a
+    backward pass (the gradient solver's: the out-of-place rollout, x3 for forward + backward), one encoding."""
     c = model.config
     return {"dinowm": rollout_flops(c, HORIZON, "dino_wm").total, "ours": rollout_flops(c, HORIZON, "cached").total,
-            "encoder": encoder_flops(c)}
+            "ours_grad": 3 * rollout_flops(c, HORIZON, "recompute").total, "encoder": encoder_flops(c)}
 
 
-def summarize(rows: list[dict[str, Any]], per_sample: dict[str, float]) -> dict[str, Any]:
+def _score(row: dict[str, Any]) -> float:
+    """A plan's final objective, DINO-WM's own (its objective function on its rollout of the returned
+    actions) where recorded; this project's rollout with the same function otherwise (they agree)."""
+    return row.get("dino_wm_objective", row["objective"])
+
+
+def summarize(rows: list[dict[str, Any]], per_sample: dict[str, float],
+              reference: str | None = None) -> dict[str, Any]:
     """Medians per cell over problems; speedups from process CPU seconds (`cpu_seconds`: what each
-    plan computed, whatever share of the core the machine gave it) and from wall seconds."""
+    plan computed, whatever share of the core the machine gave it) and from wall seconds, against
+    `reference` (default: DINO-WM at 30 iterations, else at 10, else the first cell). `selected`: for
+    each DINO-WM cell, the cheapest of ours (the server's default excluded) whose median objective is
+    at or below that cell's and that is at or below it on at least half of the problems."""
     cells: dict[str, Any] = {}
+    problems = sorted({r["problem"] for r in rows})
     for cell in dict.fromkeys(r["cell"] for r in rows):
         rs = [r for r in rows if r["cell"] == cell]
         peer = "dinowm" if cell.startswith("dinowm") else "ours"
+        flops = [r["rollouts"] * per_sample[peer] + r.get("grad_rollouts", 0) * per_sample.get("ours_grad", 0.0)
+                 for r in rs]
         cells[cell] = {"median_seconds": statistics.median(r["seconds"] for r in rs),
                        "median_cpu_seconds": statistics.median(r["cpu_seconds"] for r in rs),
-                       "median_objective": statistics.median(r["objective"] for r in rs),
-                       "mean_objective": statistics.fmean(r["objective"] for r in rs),
+                       "median_objective": statistics.median(_score(r) for r in rs),
+                       "mean_objective": statistics.fmean(_score(r) for r in rs),
                        "mean_iterations": statistics.fmean(r["iterations"] for r in rs),
-                       "gflops_per_plan": statistics.fmean(r["rollouts"] for r in rs) * per_sample[peer] / 1e9,
+                       "gflops_per_plan": statistics.fmean(flops) / 1e9,
                        "problems": len(rs)}
-    ref = "dinowm_cem_30" if "dinowm_cem_30" in cells else next(iter(cells))
-    by_problem = {(r["cell"], r["problem"]): r["objective"] for r in rows}
+    dino = [c for c in cells if c.startswith("dinowm_")]
+    ref = reference or next((c for c in ("dinowm_cem_30", "dinowm_cem_10") if c in cells), next(iter(cells)))
+    by_problem = {(r["cell"], r["problem"]): _score(r) for r in rows}
+
+    def at_or_below(cell: str, other: str) -> int:
+        return sum(by_problem[(cell, p)] <= by_problem[(other, p)] * (1 + 1e-6) for p in problems
+                   if (cell, p) in by_problem and (other, p) in by_problem)
+
     for cell, s in cells.items():
         s["speedup_vs_" + ref] = cells[ref]["median_cpu_seconds"] / s["median_cpu_seconds"]
         s["wall_speedup_vs_" + ref] = cells[ref]["median_seconds"] / s["median_seconds"]
-        s["problems_at_or_below_" + ref] = sum(by_problem[(cell, p)] <= by_problem[(ref, p)] * (1 + 1e-6)
-                                               for p in {r["problem"] for r in rows})
+        s["problems_at_or_below_" + ref] = at_or_below(cell, ref)
+    selected: dict[str, Any] = {}
+    for d in dino:
+        ok = [c for c in cells if c.startswith("ours_") and c != "ours_default"
+              and cells[c]["median_objective"] <= cells[d]["median_objective"]
+              and 2 * at_or_below(c, d) >= cells[c]["problems"]]
+        best = min(ok, key=lambda c: cells[c]["median_cpu_seconds"], default=None)
+        selected[d] = None if best is None else {
+            "cell": best, "speedup": cells[d]["median_cpu_seconds"] / cells[best]["median_cpu_seconds"],
+            "wall_speedup": cells[d]["median_seconds"] / cells[best]["median_seconds"],
+            "median_objective": cells[best]["median_objective"], "reference_objective": cells[d]["median_objective"],
+            "problems_at_or_below": at_or_below(best, d), "problems": cells[best]["problems"]}
     agree = [abs(r["dino_wm_objective"] - r["objective"]) / max(abs(r["objective"]), 1e-12)
              for r in rows if "dino_wm_objective" in r]
-    out: dict[str, Any] = {"cells": cells, "reference": ref,
+    out: dict[str, Any] = {"cells": cells, "reference": ref, "selected": selected,
                            "objective_agreement_max_rel": max(agree) if agree else None,
                            "gflops_per_sample": {k: v / 1e9 for k, v in per_sample.items()},
                            "encoder_share_of_dinowm_sample": per_sample["encoder"] / per_sample["dinowm"]}
-    if "ours_default" in cells and ref == "dinowm_cem_30":
+    if "ours_default" in cells and ref.startswith("dinowm_"):
         d, r = cells["ours_default"], cells[ref]
-        out["target"] = {"speedup": d["speedup_vs_" + ref], "wall_speedup": d["wall_speedup_vs_" + ref],
+        out["target"] = {"reference": ref, "speedup": d["speedup_vs_" + ref], "wall_speedup": d["wall_speedup_vs_" + ref],
                          "default_median_objective": d["median_objective"],
                          "dinowm_median_objective": r["median_objective"],
                          "met": d["speedup_vs_" + ref] >= 10 and d["median_objective"] <= r["median_objective"]}
     return out
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Median CPU seconds per plan against median final objective, one point per cell (log-log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = result["summary"]["cells"]
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for cell, c in cells.items():
+        kind = cell.split("_")[0] if cell.startswith("dinowm") else "_".join(cell.split("_")[:2])
+        style = {"dinowm": ("k", "s"), "ours_cem": ("C0", "o"), "ours_icem": ("C1", "o"), "ours_mppi": ("C2", "^"),
+                 "ours_gradient": ("C3", "v"), "ours_default": ("C4", "*")}.get(kind, ("C5", "o"))
+        ax.scatter(c["median_cpu_seconds"], c["median_objective"], color=style[0], marker=style[1], s=40)
+        ax.annotate(cell.replace("ours_", ""), (c["median_cpu_seconds"], c["median_objective"]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    sizes = result["summary"].get("sizes", {})
+    ax.set_xlabel("median CPU seconds per plan (1 thread)")
+    ax.set_ylabel("median final objective (DINO-WM's, lower is better)")
+    ax.set_title(f"Planners on one DINO-WM run ({sizes.get('img_size', '?')} px frames), "
+                 f"{len(set(r['problem'] for r in result['rows']))} problems")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def table(result: dict[str, Any]) -> str:
@@ -260,22 +370,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dino-wm", help="checkout of github.com/gaoyuezhou/dino_wm (default: $DINO_WM, .peers/dino_wm)")
     ap.add_argument("--problems", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS))
+    ap.add_argument("--cells", nargs="+", type=check_cell, help=f"cells to run (default: --grid's; names: {_CELL.pattern})")
+    ap.add_argument("--grid", choices=tuple(GRIDS), default="issue", help="a named list of cells (GRIDS)")
+    ap.add_argument("--reference", help="the cell ratios are taken against (default: dinowm_cem_30, else _10)")
+    ap.add_argument("--plot", type=Path, help="with --table: also plot time per plan against objective here")
     ap.add_argument("--img-size", type=int, default=Sizes().img_size, help="frame side (predictor sizes: Sizes)")
     ap.add_argument("--work-dir", type=Path, help="keep the run folder and artifact here (default: a temp dir)")
     ap.add_argument("--only", type=int, nargs="+", help="plan only these problem indices (parallel runs; --merge)")
     ap.add_argument("--table", type=Path, help="print a markdown table of this result file and exit")
     ap.add_argument("--merge", type=Path, nargs="+", help="merge the rows of --only runs into --out and exit")
     args = ap.parse_args(argv)
+    cells = tuple(args.cells or GRIDS[args.grid])
     if args.table:
-        print(table(json.loads(args.table.read_text())))
+        result = json.loads(args.table.read_text())
+        if args.reference:
+            result["summary"] = {**result["summary"], **summarize(result["rows"], {
+                k: v * 1e9 for k, v in result["summary"]["gflops_per_sample"].items()}, args.reference)}
+        print(table(result))
+        print("\nselected (cheapest of ours at or below each DINO-WM cell's objective):\n"
+              + json.dumps(result["summary"].get("selected"), indent=1))
+        if args.plot:
+            plot(result, args.plot)
         return 0
     if args.merge:
         parts = [json.loads(p.read_text()) for p in args.merge]
         rows = [r for p in parts for r in p["rows"]]
         merged = {**parts[0], "rows": rows, "merged_from": [str(p) for p in args.merge],
                   "machines": [p["machine"] for p in parts],
-                  "summary": summarize(rows, {k: v * 1e9 for k, v in parts[0]["summary"]["gflops_per_sample"].items()})}
+                  "summary": {**parts[0]["summary"], **summarize(rows, {
+                      k: v * 1e9 for k, v in parts[0]["summary"]["gflops_per_sample"].items()}, args.reference)}}
         text = json.dumps(merged, indent=1)
         print(text)
         if args.out:
@@ -297,11 +420,11 @@ def main(argv: list[str] | None = None) -> int:
         artifact = work / "imported.pt"
         import_run(run.dir, read_stats(run.stats), artifact, run.encoder_weights, planner="default")
         model = load_model(artifact, device="cpu")
-        rows = compare(run, model, problems, args.seed, tuple(args.cells), args.quick, args.only)
+        rows = compare(run, model, problems, args.seed, cells, args.quick, args.only)
     result.data["rows"] = rows
-    return result.finish({**summarize(rows, flops_per_sample(model)), "sizes": asdict(sizes),
+    return result.finish({**summarize(rows, flops_per_sample(model), args.reference), "sizes": asdict(sizes),
                           "dino_wm_checkout": str(checkout), "problems": problems,
-                          "configs": {k: v.to_dict() for k, v in our_configs(model, args.quick).items()}})
+                          "configs": {k: v.to_dict() for k, v in our_configs(model, args.quick, cells).items()}})
 
 
 if __name__ == "__main__":

@@ -51,6 +51,9 @@ class PlannerConfig(Settings):
     horizon: int = setting(5, "model steps planned (each is frameskip env steps)", ge=1, limit="max_horizon")
     max_iterations: int = setting(30, "iterations at most (early stopping may end a plan sooner)", ge=1,
                                   limit="max_opt_steps", legacy="opt_steps")
+    warm_max_iterations: int = setting(30, "iterations at most when the plan starts from the previous plan (an MPC "
+                                       "replan, or a client's init); the smaller of this and max_iterations applies",
+                                       ge=1, limit="max_opt_steps")
     objective: str = setting("last", "compare the goal with the last predicted step ('last') or with every step, "
                              "later ones weighted more ('all')", choices=("last", "all"))
     alpha: float = setting(0.1, "weight of the proprio term against the visual term", ge=0, limit="max_alpha")

@@ -12,6 +12,11 @@ cancelled. A server can thus interleave batches, answer each request as it
 finishes, and stop a request whose client left. `plan()` is the plain loop.
 The solver is the one `config.method` names in `planning.registry.SOLVERS`.
 
+Budgets (per request): at most `max_iterations`, or `warm_max_iterations`
+if smaller when the request starts from a previous plan (an MPC replan):
+a warm start begins near a solution, so it needs fewer iterations
+(measured: docs/benchmarks.md, "Warm starts").
+
 Early stopping (per request): after `min_iterations`, stop once the best
 loss so far improved by less than `min_improvement` (relative) over the last
 `patience` iterations. Deadlines: a request stops when the next iteration
@@ -47,12 +52,15 @@ class PlanBatch:
     init_elites: (B, e, H, A) the last plans' kept elites shifted like the
         mean (`PlanResult.elites`, shifted by `warm_start`), for iCEM; other
         solvers ignore them.
+    warm: which requests start from a previous plan (their budget is
+        `cfg.warm_max_iterations`, if smaller); default: all of them when
+        init_mean is given, none otherwise.
     """
 
     def __init__(self, model: WorldModel, z_obs: Latent, z_goal: Latent, cfg: PlannerConfig,
                  init_mean: torch.Tensor | None = None, seeds: Sequence[int | None] | None = None,
                  deadline: float | Sequence[float | None] | None = None, *,
-                 init_elites: torch.Tensor | None = None) -> None:
+                 init_elites: torch.Tensor | None = None, warm: Sequence[bool] | None = None) -> None:
         b = z_obs.visual.shape[0]
         h, a = cfg.horizon, model.config.action_dim
         dev = model.device
@@ -67,6 +75,10 @@ class PlanBatch:
         if init_elites is not None and (init_elites.dim() != 4 or init_elites.shape[0] != b
                                         or tuple(init_elites.shape[2:]) != (h, a)):
             raise ValueError(f"init_elites has shape {tuple(init_elites.shape)}; expected {(b, 'e', h, a)}")
+        warm = [init_mean is not None] * b if warm is None else [bool(w) for w in warm]
+        if len(warm) != b or (init_mean is None and any(warm)):
+            raise ValueError(f"warm must be {b} flags, true only where init_mean gives a previous plan")
+        self._budgets = [min(cfg.max_iterations, cfg.warm_max_iterations) if w else cfg.max_iterations for w in warm]
         bounds = None
         if model.config.action_low is not None:
             lo, hi = model.codec.model_bounds(model.config.action_low, model.config.action_high)
@@ -146,11 +158,10 @@ class PlanBatch:
             if _converged(self._traces[i], self.cfg):
                 self._reasons[i] = "converged"
                 stopped.append(i)
+            elif self._it >= self._budgets[i]:
+                stopped.append(i)  # reason stays "max_iterations"
             else:
                 still.append(i)
-        if self._it >= self.cfg.max_iterations:
-            stopped += still  # reason stays "max_iterations"
-            still = []
         self._active = still
         self._iter_seconds = time.monotonic() - t0
         return stopped
@@ -177,10 +188,10 @@ class PlanBatch:
 def plan(model: WorldModel, z_obs: Latent, z_goal: Latent, cfg: PlannerConfig,
          init_mean: torch.Tensor | None = None, seeds: Sequence[int | None] | None = None,
          deadline: float | Sequence[float | None] | None = None, *,
-         init_elites: torch.Tensor | None = None) -> list[PlanResult]:
+         init_elites: torch.Tensor | None = None, warm: Sequence[bool] | None = None) -> list[PlanResult]:
     """Plan for B requests (arguments as `PlanBatch`): step until every request
     has stopped. Returns B PlanResults, in request order."""
-    batch = PlanBatch(model, z_obs, z_goal, cfg, init_mean, seeds, deadline, init_elites=init_elites)
+    batch = PlanBatch(model, z_obs, z_goal, cfg, init_mean, seeds, deadline, init_elites=init_elites, warm=warm)
     results: list[PlanResult | None] = [None] * batch.size
     while not batch.done:
         for i, result in batch.step():

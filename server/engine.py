@@ -258,7 +258,8 @@ class Engine:
             targets, chosen = self.subgoals.targets(z_obs, targets, config.subgoal_hops)
             subgoals = [{"used": c["subgoal"], "path_steps": c["path_steps"]} for c in chosen]
         batch = PlanBatch(self.model, z_obs, targets, config, init_mean=init,
-                          seeds=[p.seed for p in inputs], deadline=[p.deadline for p in inputs], init_elites=elites)
+                          seeds=[p.seed for p in inputs], deadline=[p.deadline for p in inputs], init_elites=elites,
+                          warm=[p.init_mean is not None for p in inputs])
         return Run(batch, goals, time.monotonic() - started, subgoals)
 
     def step(self, run: Run) -> list[tuple[int, PlanOutput]]:

@@ -141,3 +141,27 @@ def test_every_setting_declares_its_meaning_and_a_server_bound_for_every_unbound
 def test_config_accepts_an_int_for_a_float_field_and_stores_a_float():
     cfg = replace(PlannerConfig(), alpha=1).with_every(sigma=2)
     assert isinstance(cfg.alpha, float) and cfg == replace(PlannerConfig(), alpha=1.0).with_every(sigma=2.0)
+
+
+def test_warm_started_requests_stop_at_the_warm_budget_and_cold_ones_run_theirs():
+    model, z, g = tiny_problem(b=3)
+    cfg = CFG.updated({"warm_max_iterations": 2})
+    init = torch.zeros(3, cfg.horizon, model.config.action_dim)
+    got, _ = run(PlanBatch(model, z, g, cfg, init_mean=init, seeds=[1, 2, 3], warm=[True, False, True]))
+    assert [got[i].iterations for i in range(3)] == [2, cfg.max_iterations, 2]
+    assert all(r.stop_reason == "max_iterations" for r in got.values())
+    # the cold request's plan is the one it gets in a batch of its own: budgets are per request
+    (alone,) = plan(model, z.index(torch.tensor([1])), g.index(torch.tensor([1])), cfg, init[1:2], seeds=[2], warm=[False])
+    assert_same_plan(got[1], alone)
+    # init_mean given and no flags: every request is warm; none given: every request is cold
+    assert {r.iterations for r in plan(model, z, g, cfg, init, seeds=[1, 2, 3])} == {2}
+    assert {r.iterations for r in plan(model, z, g, cfg, seeds=[1, 2, 3])} == {cfg.max_iterations}
+    with pytest.raises(ValueError, match="warm must be"):
+        PlanBatch(model, z, g, cfg, seeds=[1, 2, 3], warm=[True, True, True])  # warm without a previous plan
+
+
+def test_the_warm_budget_never_raises_max_iterations():
+    model, z, g = tiny_problem(b=1)
+    cfg = CFG.updated({"warm_max_iterations": 50})
+    (r,) = plan(model, z, g, cfg, torch.zeros(1, cfg.horizon, model.config.action_dim), seeds=[1])
+    assert r.iterations == cfg.max_iterations

@@ -147,3 +147,16 @@ def test_health_describes_the_model_and_planner_overrides_apply(model):
     assert health["status"] == "ok" and health["model"]["frameskip"] == model.config.frameskip
     reply = client.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, seed=0, planner={**FAST_PLANNER, "horizon": 3})
     assert reply["horizon"] == 3 and reply["iterations"] <= FAST_PLANNER["max_iterations"]
+
+
+def test_replans_run_the_warm_budget_and_first_plans_the_full_one(model):
+    cfg = CFG.updated({"max_iterations": 4, "min_iterations": 4, "warm_max_iterations": 2})
+    client = LocalClient(model, cfg)
+    first = client.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, seed=1)
+    again = client.replan(first["session_id"], frame(3), PROPRIO, executed_steps=1, seed=2)
+    assert (first["iterations"], first["warm_start"]) == (4, False)
+    assert (again["iterations"], again["warm_start"], again["stop_reason"]) == (2, True, "max_iterations")
+    # a request's own warm budget travels with its episode (session), as every planner setting does
+    first = client.plan(frame(1), frame(2), PROPRIO, GOAL_PROPRIO, seed=1, planner={"warm_max_iterations": 1})
+    again = client.replan(first["session_id"], frame(3), PROPRIO, executed_steps=1, seed=2)
+    assert (first["iterations"], again["iterations"]) == (4, 1)
