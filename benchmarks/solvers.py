@@ -39,6 +39,9 @@ from envs.tasks import WALL_BUDGETS as BUDGETS
 from models import WorldModel, load_model
 from models.flops import encoder_flops, rollout_flops
 from planning import PlannerConfig
+from models.artifact import model_identity
+from planning.subgoals import SubgoalGraph
+from server.engine import load_subgoals
 from server.local import LocalClient
 
 # name -> overrides of the model's paper-settings config (horizon 5, the model's objective and alpha).
@@ -61,6 +64,13 @@ CELLS: dict[str, dict[str, Any]] = {
     "icem_gradient_50x10": _budget(50, 10, elites=5, method="icem_gradient", gradient={"starts": 1},
                                    icem_gradient={"gradient_iterations": 3}, **_SMALL),
 }
+# Candidates for the server's CPU default (issue 24): the current rule (min 4, patience 3, 2%), and a smaller
+# budget for warm-started replans (`warm_max_iterations`, _wN).
+_RULE = {"min_iterations": 4, "patience": 3, "min_improvement": 0.02}
+for _n, _i, _w in ((50, 10, 5), (50, 10, 3), (32, 8, 4), (50, 6, 3), (64, 10, 4)):
+    CELLS[f"icem_{_n}x{_i}_w{_w}"] = _budget(_n, _i, elites=5, method="icem", warm_max_iterations=_w, **_RULE)
+CELLS["cem_50x10_w5"] = _budget(50, 10, elites=5, warm_max_iterations=5, **_RULE)
+DEFAULT_CELL = "default"  # what the server plans with for the model on a CPU (`PlannerConfig.for_model`)
 QUICK = _budget(8, 2, elites=2, min_iterations=2, gradient={"starts": 1}, cem_gradient={"gradient_iterations": 1},
                 icem_gradient={"gradient_iterations": 1})
 
@@ -73,8 +83,9 @@ def gflops(model: WorldModel, cfg: PlannerConfig, rollouts: int, grad_rollouts: 
     return (rollouts * fwd + grad_rollouts * grad + encoder_flops(c)) / 1e9
 
 
-def run_cell(model: WorldModel, name: str, cfg: PlannerConfig, goals: str, episodes: int, seed: int) -> dict[str, Any]:
-    client = LocalClient(model, cfg, keep_replies=True)
+def run_cell(model: WorldModel, name: str, cfg: PlannerConfig, goals: str, episodes: int, seed: int,
+             graph: SubgoalGraph | None = None) -> dict[str, Any]:
+    client = LocalClient(model, cfg, keep_replies=True, subgoals=graph)
     t0 = time.perf_counter()
     outcomes = list(wall_episodes(client, episodes, seed, goals))
     rec = client.replies or []
@@ -83,7 +94,8 @@ def run_cell(model: WorldModel, name: str, cfg: PlannerConfig, goals: str, episo
     for r in rec:
         stops[str(r["stop_reason"])] = stops.get(str(r["stop_reason"]), 0) + 1
     return {
-        "cell": name, "method": cfg.method, "goals": goals, "episodes": episodes, "seed": seed,
+        "cell": name, "method": cfg.method, "goals": goals + ("+subgoals" if cfg.subgoals else ""),
+        "episodes": episodes, "seed": seed,
         "num_samples": getattr(cfg.solver(), "samples", None), "opt_steps": cfg.max_iterations,  # the table's keys
         "success_rate": sum(o.success for o in outcomes) / len(outcomes),
         "successes": sum(o.success for o in outcomes),
@@ -91,19 +103,31 @@ def run_cell(model: WorldModel, name: str, cfg: PlannerConfig, goals: str, episo
         "plans": len(rec),
         "gflops_per_plan": statistics.fmean(gflops(model, cfg, r["rollouts"], r["grad_rollouts"]) for r in rec),
         "mean_iterations": statistics.fmean(r["iterations"] for r in rec),
+        "mean_iterations_first": _mean([r["iterations"] for r in rec if not r["warm_start"]]),
+        "mean_iterations_replans": _mean([r["iterations"] for r in rec if r["warm_start"]]),
+        "plan_ms_p50_first": _median([r["timing_ms"]["total"] for r in rec if not r["warm_start"]]),
+        "plan_ms_p50_replans": _median([r["timing_ms"]["total"] for r in rec if r["warm_start"]]),
         "plan_ms_p50": float(np.percentile(ms, 50)), "plan_ms_p95": float(np.percentile(ms, 95)),
         "stop_reasons": stops, "wall_s": round(time.perf_counter() - t0, 1),
         "load_average_1m": harness.load_average()[0],
-        "config": {k: v for k, v in cfg.to_dict().items()
-                   if k in CELLS.get(name, {}) or k in ("objective", "alpha", cfg.method)},
+        "config": {k: v for k, v in cfg.to_dict().items() if k in CELLS.get(name, {}) or k in (
+            "objective", "alpha", "max_iterations", "warm_max_iterations", "subgoals", cfg.method)},
     }
+
+
+def _mean(xs: list[float]) -> float | None:
+    return statistics.fmean(xs) if xs else None
+
+
+def _median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """A markdown table of closed-loop cells, cheapest first within each goal set."""
     out = ["| goals | cell | success | GFLOPs/plan | x fewer than cem_paper | mean iterations | plan p50 / p95 (ms) "
            "| stops | load |", "|---|---|---|---|---|---|---|---|---|"]
-    for goals in ("near", "far"):
+    for goals in ("near", "far", "far+subgoals"):
         cells = sorted((r for r in rows if r.get("goals") == goals), key=lambda r: r["gflops_per_plan"])
         ref = next((r["gflops_per_plan"] for r in cells if r["cell"] == "cem_paper"), None)
         for r in cells:
@@ -145,7 +169,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = harness.parser("solvers", __doc__)
     ap.add_argument("--goals", nargs="+", choices=sorted(BUDGETS), default=["near"])
-    ap.add_argument("--cells", nargs="+", choices=sorted(CELLS), default=sorted(CELLS))
+    ap.add_argument("--cells", nargs="+", choices=sorted([*CELLS, DEFAULT_CELL]), default=sorted(CELLS))
+    ap.add_argument("--subgoals", help="far goals plan with this subgoal graph ('auto': the model's shipped one, "
+                    "models/default/wall.subgoals.pt), as `planner.subgoals: true` through a server with --subgoals")
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--report", nargs="+", type=Path, help="print a markdown table of these results and exit")
@@ -161,12 +187,19 @@ def main(argv: list[str] | None = None) -> int:
     result = harness.Result("solvers", args)
     model = load_model(path, device="cpu")
     base = harness.planner(model, "cuda")  # paper settings + the model's objective and alpha
+    graph = None
+    if args.subgoals:
+        graph = load_subgoals(args.subgoals, path, model_identity(str(path)))
+        if graph is None:
+            raise SystemExit(f"--subgoals {args.subgoals}: no subgoal graph for {path}")
     for goals in args.goals:
         for name in args.cells:
-            cfg = harness.planner(base, **CELLS[name])
+            cfg = harness.planner(model, "cpu") if name == DEFAULT_CELL else harness.planner(base, **CELLS[name])
             if args.quick:
                 cfg = harness.planner(cfg, **QUICK)
-            result.add(run_cell(model, name, cfg, goals, 1 if args.quick else args.episodes, args.seed))
+            use = graph if goals == "far" else None
+            cfg = harness.planner(cfg, subgoals=use is not None)
+            result.add(run_cell(model, name, cfg, goals, 1 if args.quick else args.episodes, args.seed, use))
     return result.finish({"model": str(path.relative_to(harness.ROOT) if path.is_relative_to(harness.ROOT) else path),
                           "success_rate": {f"{r['goals']}/{r['cell']}": r["success_rate"] for r in result.rows}})
 

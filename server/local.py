@@ -41,6 +41,7 @@ from pydantic import ValidationError
 
 from models import WorldModel
 from planning import PlannerConfig
+from planning.subgoals import SubgoalGraph
 from server.decoding import DecodeBudget, Decoder
 from server.engine import Engine
 from server.errors import ApiError, from_validation_errors
@@ -66,16 +67,19 @@ class LocalClient:
             plans' cost and timing from them).
         max_sessions: sessions kept; the least recently used is dropped beyond
             it (its next replan gets ``session.not_found``, as from a server).
+        subgoals: the latent subgoal graph plans with ``planner.subgoals`` search
+            (``server.engine.load_subgoals``, as the server's ``--subgoals``);
+            None: such plans are refused, as by a server without a graph.
     """
 
     def __init__(self, model: WorldModel, config: PlannerConfig | None = None, *, keep_replies: bool = False,
-                 max_sessions: int = 64) -> None:
+                 max_sessions: int = 64, subgoals: SubgoalGraph | None = None) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions={max_sessions}: must be >= 1")
         self.model = model
         self.config = config or PlannerConfig.for_model(model, model.device.type)
         self.replies: list[dict[str, Any]] | None = [] if keep_replies else None
-        engine = Engine(model, model.device, self.config)
+        engine = Engine(model, model.device, self.config, subgoals=subgoals)
         self._scheduler = Scheduler(engine, max_batch=1, batch_wait_s=0.0)
         info, unlimited = engine.info, PlannerLimits({})
         self.sessions = SessionStore(max_sessions, math.inf)

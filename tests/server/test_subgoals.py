@@ -132,3 +132,19 @@ def test_a_graph_of_another_model_or_a_missing_file_is_refused_at_load(graph_pat
     (tmp_path / "model.subgoals.pt").write_bytes(graph_path.read_bytes())
     assert load_subgoals("auto", tmp_path / "model.pt", "0" * 32) is None
     assert load_subgoals("off", DEFAULT_MODEL_PATH, model_id) is None
+
+
+def test_local_client_plans_with_a_graph_as_the_server_does(graph_path: Path):
+    from models import load_model
+    from server.local import LocalClient
+
+    model = load_model(DEFAULT_MODEL_PATH)
+    graph = load_subgoals(str(graph_path), DEFAULT_MODEL_PATH, model_identity(str(DEFAULT_MODEL_PATH)))
+    start, goal = _far_task()
+    with LocalClient(model, subgoals=graph) as local, LocalClient(model) as plain:
+        reply = local.plan(start["visual"], goal["visual"], start["proprio"], goal["proprio"], seed=0,
+                           planner={**PLANNER, **ON})
+        assert reply["subgoal"]["used"] is True and reply["subgoal"]["path_steps"] > 2
+        with pytest.raises(PlanningError) as err:  # without a graph: refused with the server's code
+            plain.plan(start["visual"], goal["visual"], start["proprio"], goal["proprio"], planner={**PLANNER, **ON})
+        assert err.value.code == "planner.subgoals_unavailable"
