@@ -96,7 +96,7 @@ import numpy as np
 import torch
 
 from benchmarks import harness
-from benchmarks.problems import reachable_problem
+from benchmarks.problems import reachable_problem, smooth_frames
 from benchmarks.dino_wm_run import (QUICK_SIZES, DinoWMRun, LatentGoalWM, LossLog, Sizes, build_run, find_checkout,
                                     missing_deps)
 from models import Latent, WorldModel, load_model
@@ -109,33 +109,36 @@ HORIZON, SAMPLES, TOPK = 5, 300, 30  # DINO-WM's published CEM settings (conf/pl
 
 # A cell is one planner at one budget, named by what it runs:
 #   dinowm_cem_<I>                  DINO-WM's CEMPlanner, 300 samples, top 30, I iterations
-#   ours_<method>_<N>x<I>[_es]      this project's <method> (cem, icem, mppi), N samples (top N/10),
-#                                   I iterations; no early stop unless `_es` (the default rule)
-#   ours_gradient_<S>x<I>[_es]      gradient refinement: S starts, I Adam steps
+#   ours_<method>_<N>x<I>[_g<G>][_lr<L>][_es]
+#                                   this project's <method>: cem, icem, mppi (N samples, top N/10),
+#                                   gradient (N starts), cem_gradient / icem_gradient (N samples, the last G
+#                                   of the I iterations gradient steps); I iterations; Adam step L (gradient
+#                                   phases; default 0.1); no early stop unless `_es` (the default rule)
 #   ours_default                    what the server plans with for the imported artifact
 #                                   (`PlannerConfig.for_model`: the device preset + the artifact's settings)
 CELLS = ("dinowm_cem_30", "ours_cem_300x30", "dinowm_cem_10", "ours_cem_300x10", "ours_default",
          "ours_icem_50x10_es")
+_GRADIENT = ("ours_gradient_4x10", "ours_gradient_1x20_lr0.3", "ours_gradient_1x30_lr0.3",
+             "ours_gradient_1x50_lr0.3", "ours_cem_gradient_100x15_g10_lr0.3")
 # --grid select: every solver over a grid of budgets, DINO-WM's planner at 10 and 30 iterations as references.
 GRIDS: dict[str, tuple[str, ...]] = {
     "issue": CELLS,
     "select": ("dinowm_cem_10", "dinowm_cem_30", "ours_cem_300x10", "ours_cem_300x30", "ours_cem_100x10",
                *(f"ours_icem_{n}x{i}" for n in (50, 100, 150, 300) for i in (3, 5, 10)),
-               "ours_mppi_100x10", "ours_mppi_300x10", "ours_gradient_4x10", "ours_default"),
-    # the same without the 30-iteration cells (a 64 px run's DINO-WM plan at 30 iterations is minutes here)
-    "select10": ("dinowm_cem_10", "ours_cem_300x10", "ours_cem_100x10",
-                 *(f"ours_icem_{n}x{i}" for n in (50, 100, 150, 300) for i in (3, 5, 10)),
-                 "ours_mppi_100x10", "ours_mppi_300x10", "ours_gradient_4x10", "ours_default"),
+               "ours_mppi_100x10", "ours_mppi_300x10", *_GRADIENT, "ours_default"),
+    # the cells that decide (a 64 px run's DINO-WM plan at 30 iterations is minutes here)
+    "decide": ("dinowm_cem_10", "ours_cem_300x10", "ours_cem_100x10", "ours_icem_150x10", "ours_mppi_100x10",
+               *_GRADIENT, "ours_default"),
 }
-_CELL = re.compile(r"^(?:dinowm_cem_(?P<dsteps>\d+)|ours_default|ours_(?P<method>cem|icem|mppi|gradient)_"
-                   r"(?P<n>\d+)x(?P<steps>\d+)(?P<es>_es)?)$")
+_CELL = re.compile(r"^(?:dinowm_cem_(?P<dsteps>\d+)|ours_default|ours_(?P<method>cem|icem|mppi|gradient|cem_gradient|"
+                   r"icem_gradient)_(?P<n>\d+)x(?P<steps>\d+)(?:_g(?P<g>\d+))?(?:_lr(?P<lr>[0-9.]+))?(?P<es>_es)?)$")
 
 
 def check_cell(name: str) -> str:
     """`name` if it is a cell name (argparse type); else ValueError saying the grammar."""
     if not _CELL.match(name):
-        raise ValueError(f"{name!r}: a cell is dinowm_cem_<I>, ours_default, ours_<cem|icem|mppi>_<N>x<I>[_es] "
-                         "or ours_gradient_<S>x<I>[_es]")
+        raise ValueError(f"{name!r}: a cell is dinowm_cem_<I>, ours_default or "
+                         "ours_<cem|icem|mppi|gradient|cem_gradient|icem_gradient>_<N>x<I>[_g<G>][_lr<L>][_es]")
     return name
 
 
@@ -154,15 +157,22 @@ def cell_config(cell: str, model: WorldModel, quick: bool = False) -> PlannerCon
     else:
         method, n, steps, es = m["method"], int(m["n"]), int(m["steps"]), bool(m["es"])
         paper = harness.planner(None, objective="last", alpha=1.0)
-        stop = {} if es else {"min_iterations": steps}
+        more: dict[str, Any] = {} if es else {"min_iterations": steps}
+        grad = {"starts": n if method == "gradient" else 1, **({"lr": float(m["lr"])} if m["lr"] else {})}
+        if m["g"]:
+            more[method] = {"gradient_iterations": int(m["g"])}
         if method == "gradient":
-            cfg = harness.planner(paper, method="gradient", max_iterations=steps, gradient={"starts": n}, **stop)
+            cfg = harness.planner(paper, method="gradient", max_iterations=steps, gradient=grad, **more)
         else:
+            sampler = method.removesuffix("_gradient")
             elites = TOPK if n == SAMPLES else max(2, n // 10)
-            cfg = harness.planner(paper, method=method, **harness.budget(n, steps, elites=elites), **stop)
+            budget = harness.budget(n, steps, elites=elites)
+            cfg = harness.planner(paper, method=method, **budget, gradient=grad, **more)
+            assert cfg.solver(sampler).samples == n
     if quick:
         cfg = harness.planner(cfg, **harness.budget(8, 2, elites=2, min_iterations=min(cfg.min_iterations, 2)),
-                              gradient={"starts": 2})
+                              gradient={"starts": 2}, cem_gradient={"gradient_iterations": 1},
+                              icem_gradient={"gradient_iterations": 1})
     return cfg
 
 
@@ -202,10 +212,18 @@ def dino_wm_objective(run: DinoWMRun, prep: Any, frame: np.ndarray, proprio: np.
 
 
 def compare(run: DinoWMRun, model: WorldModel, problems: int, seed: int, cells: tuple[str, ...],
-            quick: bool, only: list[int] | None = None) -> list[dict[str, Any]]:
+            quick: bool, only: list[int] | None = None, goals: str = "reachable") -> list[dict[str, Any]]:
     """Rows of (cell, problem): wall and process CPU seconds per plan, final objective.
-    only: plan these problem indices (of the `problems` drawn from `seed`) only."""
+    only: plan these problem indices (of the `problems` drawn from `seed`) only. goals: "reachable"
+    (the model's rollout of known actions: an objective of 0 exists) or "frame" (another frame's
+    latent, as a client's goal image: the objective measures how near a plan gets)."""
     prob = reachable_problem(model, problems, HORIZON, seed)
+    if goals == "frame":
+        g = torch.Generator().manual_seed(seed + 1)
+        frames = torch.from_numpy(smooth_frames(problems, model.config.image_size, seed + 1))
+        proprio = torch.randn(problems, model.config.proprio_dim, generator=g)
+        with torch.inference_mode():
+            prob.z_goal = model.encode_observation(frames, proprio)
     stats = model.stats
     prep = run.preprocessor.Preprocessor(action_mean=stats.action_mean, action_std=stats.action_std,
                                          state_mean=None, state_std=None, proprio_mean=stats.proprio_mean,
@@ -372,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cells", nargs="+", type=check_cell, help=f"cells to run (default: --grid's; names: {_CELL.pattern})")
     ap.add_argument("--grid", choices=tuple(GRIDS), default="issue", help="a named list of cells (GRIDS)")
+    ap.add_argument("--goals", choices=("reachable", "frame"), default="reachable",
+                    help="reachable: a latent the model reaches (objective 0 exists); frame: another frame's latent")
     ap.add_argument("--reference", help="the cell ratios are taken against (default: dinowm_cem_30, else _10)")
     ap.add_argument("--plot", type=Path, help="with --table: also plot time per plan against objective here")
     ap.add_argument("--img-size", type=int, default=Sizes().img_size, help="frame side (predictor sizes: Sizes)")
@@ -420,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         artifact = work / "imported.pt"
         import_run(run.dir, read_stats(run.stats), artifact, run.encoder_weights, planner="default")
         model = load_model(artifact, device="cpu")
-        rows = compare(run, model, problems, args.seed, cells, args.quick, args.only)
+        rows = compare(run, model, problems, args.seed, cells, args.quick, args.only, args.goals)
     result.data["rows"] = rows
     return result.finish({**summarize(rows, flops_per_sample(model), args.reference), "sizes": asdict(sizes),
                           "dino_wm_checkout": str(checkout), "problems": problems,

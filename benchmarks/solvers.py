@@ -69,7 +69,9 @@ CELLS: dict[str, dict[str, Any]] = {
 _RULE = {"min_iterations": 4, "patience": 3, "min_improvement": 0.02}
 for _n, _i, _w in ((50, 10, 5), (50, 10, 3), (32, 8, 4), (50, 6, 3), (64, 10, 4)):
     CELLS[f"icem_{_n}x{_i}_w{_w}"] = _budget(_n, _i, elites=5, method="icem", warm_max_iterations=_w, **_RULE)
-CELLS["cem_50x10_w5"] = _budget(50, 10, elites=5, warm_max_iterations=5, **_RULE)
+for _n, _i, _w in ((50, 10, 5), (50, 10, 3), (64, 10, 4), (100, 10, 4), (100, 8, 3)):
+    CELLS[f"cem_{_n}x{_i}_w{_w}"] = _budget(_n, _i, elites=max(5, _n // 10), warm_max_iterations=_w, **_RULE)
+CELLS["icem_100x10_w4"] = _budget(100, 10, method="icem", warm_max_iterations=4, **_RULE)
 DEFAULT_CELL = "default"  # what the server plans with for the model on a CPU (`PlannerConfig.for_model`)
 QUICK = _budget(8, 2, elites=2, min_iterations=2, gradient={"starts": 1}, cem_gradient={"gradient_iterations": 1},
                 icem_gradient={"gradient_iterations": 1})

@@ -48,6 +48,7 @@ class SampleThenGradient(Solver):
     """State: the sampler's, then the Gradient solver's (built at the switch, for all B)."""
 
     sampler_type: ClassVar[type[CEM]] = CEM
+    fixed_schedule = True  # the gradient phase is the last gradient_iterations of max_iterations
 
     def __init__(self, config: PlannerConfig, mean: torch.Tensor, seeds: list[int], bounds: Bounds,
                  init_elites: torch.Tensor | None = None) -> None:

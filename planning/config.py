@@ -52,7 +52,8 @@ class PlannerConfig(Settings):
     max_iterations: int = setting(30, "iterations at most (early stopping may end a plan sooner)", ge=1,
                                   limit="max_opt_steps", legacy="opt_steps")
     warm_max_iterations: int = setting(30, "iterations at most when the plan starts from the previous plan (an MPC "
-                                       "replan, or a client's init); the smaller of this and max_iterations applies",
+                                       "replan, or a client's init); the smaller of this and max_iterations applies "
+                                       "(not to composites, whose phases fill max_iterations)",
                                        ge=1, limit="max_opt_steps")
     objective: str = setting("last", "compare the goal with the last predicted step ('last') or with every step, "
                              "later ones weighted more ('all')", choices=("last", "all"))

@@ -15,7 +15,8 @@ The solver is the one `config.method` names in `planning.registry.SOLVERS`.
 Budgets (per request): at most `max_iterations`, or `warm_max_iterations`
 if smaller when the request starts from a previous plan (an MPC replan):
 a warm start begins near a solution, so it needs fewer iterations
-(measured: docs/benchmarks.md, "Warm starts").
+(measured: docs/benchmarks.md, "Warm starts"). Composites lay their phases
+over max_iterations (`Solver.fixed_schedule`) and always run them all.
 
 Early stopping (per request): after `min_iterations`, stop once the best
 loss so far improved by less than `min_improvement` (relative) over the last
@@ -78,7 +79,9 @@ class PlanBatch:
         warm = [init_mean is not None] * b if warm is None else [bool(w) for w in warm]
         if len(warm) != b or (init_mean is None and any(warm)):
             raise ValueError(f"warm must be {b} flags, true only where init_mean gives a previous plan")
-        self._budgets = [min(cfg.max_iterations, cfg.warm_max_iterations) if w else cfg.max_iterations for w in warm]
+        warm_budget = cfg.max_iterations if SOLVERS[cfg.method].fixed_schedule else min(cfg.max_iterations,
+                                                                                        cfg.warm_max_iterations)
+        self._budgets = [warm_budget if w else cfg.max_iterations for w in warm]
         bounds = None
         if model.config.action_low is not None:
             lo, hi = model.codec.model_bounds(model.config.action_low, model.config.action_high)

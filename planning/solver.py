@@ -49,6 +49,9 @@ class Solver(ABC):
     settings_type: ClassVar[type[Settings] | None] = None
     uses: ClassVar[tuple[str, ...]] = ()  # other solvers whose settings this one reads (composites)
     cost_settings: ClassVar[tuple[str, ...]] = ()  # settings paths that scale a plan's cost, besides the driver's
+    # True: the solver's phases are laid out over max_iterations (composites: sampling, then gradient steps),
+    # so every plan runs that schedule and `warm_max_iterations` does not shorten it
+    fixed_schedule: ClassVar[bool] = False
 
     def __init__(self, config: PlannerConfig, mean: torch.Tensor, seeds: list[int], bounds: Bounds,
                  init_elites: torch.Tensor | None = None) -> None:

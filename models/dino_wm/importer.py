@@ -15,8 +15,10 @@ A statistics file written by `python -m training.stats` carries its
 provenance; a bare DINO-WM-style file (the loader's `action_mean`,
 `action_std`, `proprio_mean`, `proprio_std`) gets it from `--stats-provenance`.
 The artifact also records the planner settings DINO-WM evaluated the
-environment with (`models.dino_wm.published`), as metadata "planner", which
-`CEMConfig.for_model` applies.
+environment with (`models.dino_wm.published`: objective, alpha, horizon), as
+metadata "planner", which `PlannerConfig.for_model` applies, with the solver
+and budget measured to reach DINO-WM's planner's objective for less
+(`MEASURED_BUDGET`; `--budget published` keeps DINO-WM's CEM budget).
 
 Name mapping (DINO-WM -> this project), from DINO-WM's `models/vit.py` and
 `models/proprio.py`:
@@ -65,6 +67,16 @@ log = logging.getLogger(__name__)
 DECODER_SCALE = 16
 VITS14 = {"vit_dim": 384, "vit_heads": 6, "vit_patch_size": 14}
 PLANNER_CHOICES = ("auto", *PLANNER_SETTINGS, "none")
+# The solver and budget an imported run is served with by default (`--budget measured`), over DINO-WM's
+# published objective and horizon: chosen by `benchmarks.dino_wm_peer --grid decide` (docs/benchmarks.md,
+# "Defaults chosen by measurement") as the cheapest planner that reached the objective of DINO-WM's own
+# CEMPlanner at its settings, on runs written by DINO-WM's code at two sizes. CEM explores, then Adam steps
+# refine its plan; the schedule is fixed (no early stop), so the gradient phase always runs.
+MEASURED_BUDGET: dict[str, Any] = {
+    "method": "cem_gradient", "max_iterations": 15, "min_iterations": 15,
+    "cem": {"samples": 100, "elites": 10}, "cem_gradient": {"gradient_iterations": 10},
+    "gradient": {"starts": 1, "lr": 0.3}}
+BUDGETS = ("measured", "published")
 
 
 # Run folder ------------------------------------------------------------------
@@ -298,7 +310,8 @@ def build_config(cfg: dict[str, Any], pred_arch: dict[str, int], action_w: torch
 
 # Import ----------------------------------------------------------------------
 def import_run(run_dir: str | Path, stats: NormStats, out: str | Path, encoder_weights_path: str | Path | None = None,
-               name: str | None = None, checkpoint: str | None = None, planner: str = "auto") -> WorldModel:
+               name: str | None = None, checkpoint: str | None = None, planner: str = "auto",
+               budget: str = "measured") -> WorldModel:
     """Convert a DINO-WM run into a model artifact at `out`; returns the eval-mode model written.
 
     stats: the action/proprio statistics the run trained with (`read_stats`);
@@ -307,9 +320,14 @@ def import_run(run_dir: str | Path, stats: NormStats, out: str | Path, encoder_w
     planner: whose published planner settings to recommend (metadata
     "planner"): "auto" (hydra.yaml's env.name, else DINO-WM's general
     default), an environment of `PLANNER_SETTINGS`, "default", or "none".
+    budget: "measured" (default): DINO-WM's objective and horizon with the solver and budget this project
+    measured to reach its planner's objective for less (`MEASURED_BUDGET`); "published": DINO-WM's own
+    CEM budget as well.
     """
     if planner not in PLANNER_CHOICES:
         raise DinoWMImportError(f"planner={planner!r}: expected one of {PLANNER_CHOICES}")
+    if budget not in BUDGETS:
+        raise DinoWMImportError(f"budget={budget!r}: expected one of {BUDGETS}")
     if not isinstance(stats, NormStats):
         raise DinoWMImportError("statistics are required (NormStats from read_stats); refusing to write a model "
                                 "without the action/proprio mean and std it was trained with")
@@ -359,6 +377,10 @@ def import_run(run_dir: str | Path, stats: NormStats, out: str | Path, encoder_w
     }
     if planner != "none":
         settings, source = planner_settings(_cfg(cfg, "env.name", None) if planner == "auto" else planner)
+        if budget == "measured":
+            settings = {k: v for k, v in settings.items() if k in ("objective", "alpha", "base", "horizon")}
+            settings.update(json.loads(json.dumps(MEASURED_BUDGET)))
+            source = {**source, "budget": "measured: benchmarks.dino_wm_peer (docs/benchmarks.md)"}
         metadata.update(planner=settings, planner_source=source)
     model.metadata = json.loads(json.dumps(metadata, default=str))  # as load_model will read it back
     save_model(model, out, metadata=model.metadata)
@@ -385,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--planner", choices=PLANNER_CHOICES, default="auto",
                    help="recommend DINO-WM's published planner settings of this environment (auto: hydra.yaml's "
                         "env.name; default: DINO-WM's general default; none: record none)")
+    p.add_argument("--budget", choices=BUDGETS, default="measured",
+                   help="measured: serve with the solver and budget measured to reach DINO-WM's planner's objective "
+                        "for less (CEM then gradient steps); published: DINO-WM's own CEM budget")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -393,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg, _ = read_run_config(args.run_dir)
             provenance = stats_provenance(args.stats_provenance, cfg, args.stats_episodes, args.stats_source)
         stats = read_stats(args.stats, provenance)
-        import_run(args.run_dir, stats, args.out, args.encoder_weights, args.name, args.checkpoint, args.planner)
+        import_run(args.run_dir, stats, args.out, args.encoder_weights, args.name, args.checkpoint, args.planner,
+                   args.budget)
     except (DinoWMImportError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

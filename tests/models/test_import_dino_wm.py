@@ -19,7 +19,7 @@ import yaml
 
 from models import load_model
 from models.dino_wm.checkpoint import STAND_INS, CheckpointError
-from models.dino_wm.importer import DinoWMImportError, import_run, main, read_stats
+from models.dino_wm.importer import MEASURED_BUDGET, DinoWMImportError, import_run, main, read_stats
 from planning import PlannerConfig, plan
 from tests.models.dino_wm_reference import (VQVAE, DinoV2Encoder, DinoVisionTransformer, ProprioceptiveEmbedding,
                                             Reference, ViTPredictor, accelerated, published, randomize,
@@ -283,11 +283,22 @@ def test_a_file_with_its_own_provenance_is_not_relabelled(feature_run, tmp_path,
 
 def test_published_planner_settings_of_the_environment_are_recommended(feature_run, tmp_path):
     run, model = feature_run  # hydra.yaml env.name: wall
-    assert model.metadata["planner"] == {"horizon": 5, "cem": {"samples": 300, "elites": 30, "sigma": 1.0},
-                                         "objective": "last", "base": 2.0, "max_iterations": 10, "alpha": 1.0}
+    # the default: DINO-WM's objective and horizon, served with the measured solver and budget
+    assert model.metadata["planner"] == {"horizon": 5, "objective": "last", "base": 2.0, "alpha": 1.0,
+                                         **MEASURED_BUDGET}
     assert model.metadata["planner_source"]["file"] == "conf/plan_wall.yaml"
-    cfg = PlannerConfig.for_model(model, "cuda")
-    assert (cfg.alpha, cfg.max_iterations, cfg.objective) == (1.0, 10, "last")
+    assert model.metadata["planner_source"]["budget"].startswith("measured")
+    cfg = PlannerConfig.for_model(model, "cpu")
+    assert (cfg.method, cfg.max_iterations, cfg.min_iterations, cfg.objective) == ("cem_gradient", 15, 15, "last")
+    assert (cfg.solver("cem").samples, cfg.solver("gradient").lr) == (100, 0.3)
+    published = import_run(run.dir, read_stats(run.stats), tmp_path / "published.pt", run.encoder_weights,
+                           budget="published")
+    assert published.metadata["planner"] == {"horizon": 5, "cem": {"samples": 300, "elites": 30, "sigma": 1.0},
+                                             "objective": "last", "base": 2.0, "max_iterations": 10, "alpha": 1.0}
+    cfg = PlannerConfig.for_model(published, "cuda")
+    assert (cfg.method, cfg.alpha, cfg.max_iterations, cfg.objective) == ("cem", 1.0, 10, "last")
+    with pytest.raises(DinoWMImportError, match="budget='fast'"):
+        import_run(run.dir, read_stats(run.stats), tmp_path / "x.pt", run.encoder_weights, budget="fast")
     for env, alpha in (("point_maze", 0.0), ("default", 1.0)):
         other = import_run(run.dir, read_stats(run.stats), tmp_path / f"{env}.pt", run.encoder_weights, planner=env)
         assert other.metadata["planner"]["alpha"] == alpha

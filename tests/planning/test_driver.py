@@ -165,3 +165,11 @@ def test_the_warm_budget_never_raises_max_iterations():
     cfg = CFG.updated({"warm_max_iterations": 50})
     (r,) = plan(model, z, g, cfg, torch.zeros(1, cfg.horizon, model.config.action_dim), seeds=[1])
     assert r.iterations == cfg.max_iterations
+
+
+def test_a_composites_warm_plans_keep_their_whole_schedule_and_reach_the_gradient_phase():
+    model, z, g = tiny_problem(b=1)
+    cfg = CFG.updated({"method": "cem_gradient", "warm_max_iterations": 2, "cem_gradient": {"gradient_iterations": 2},
+                       "gradient": {"starts": 1}})
+    (r,) = plan(model, z, g, cfg, torch.zeros(1, cfg.horizon, model.config.action_dim), seeds=[1])
+    assert r.iterations == cfg.max_iterations and r.grad_rollouts > 0
