@@ -52,6 +52,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # the CPU preset before issue 24: CEM, 100 samples, top 10, up to 15 iterations for every plan
     "previous": {"method": "cem", "max_iterations": 15, "warm_max_iterations": 15, "cem.samples": 100,
                  "cem.elites": 10},
+    "cem_64x10_w4": {"method": "cem", "max_iterations": 10, "warm_max_iterations": 4, "cem.samples": 64,
+                     "cem.elites": 6},
     "icem_50x10_w5": {"method": "icem", "max_iterations": 10, "warm_max_iterations": 5, "icem.samples": 50,
                       "icem.elites": 5},
     "icem_50x10_w3": {"method": "icem", "max_iterations": 10, "warm_max_iterations": 3, "icem.samples": 50,

@@ -141,8 +141,11 @@ class PlannerConfig(Settings):
 
     @classmethod
     def cpu_preset(cls) -> PlannerConfig:
-        """Fewer samples and iterations, for planning on a CPU within ~a few 100 ms."""
-        return cls(max_iterations=15, min_iterations=4, patience=3).with_every(samples=100, elites=10)
+        """Fewer samples and iterations, for planning on a CPU in about 100 ms: chosen by measurement on the
+        shipped models in closed loop (`benchmarks.replan`, `benchmarks.solvers`; docs/benchmarks.md):
+        64 samples, top 6, at most 10 iterations for a first plan and 4 for a warm-started replan."""
+        return cls(max_iterations=10, warm_max_iterations=4, min_iterations=4,
+                   patience=3).with_every(samples=64, elites=6)
 
     @classmethod
     def for_model(cls, model: Any, device_type: str = "cpu") -> PlannerConfig:

@@ -22,7 +22,9 @@ def test_default_model_is_shipped_with_train_split_statistics(model):
 
 
 def test_default_model_reaches_near_goals_in_closed_loop(model):
-    # The example client's loop (envs.episodes over wm_client.ControlLoop), planning in-process.
-    client = LocalClient(model, PlannerConfig.cpu_preset())
+    # The example client's loop (envs.episodes over wm_client.ControlLoop), planning in-process with what
+    # `python -m server` plans with for this model on a CPU: the CPU preset and the artifact's objective.
+    client = LocalClient(model)
+    assert client.config == PlannerConfig.for_model(model, "cpu") and client.config.objective == "all"
     results = list(wall_episodes(client, 3, seed=123, goals="near"))  # budget 10 model steps
     assert sum(r.success for r in results) >= 2, [(r.success, r.final_state.tolist()) for r in results]
