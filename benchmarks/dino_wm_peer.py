@@ -119,7 +119,8 @@ HORIZON, SAMPLES, TOPK = 5, 300, 30  # DINO-WM's published CEM settings (conf/pl
 CELLS = ("dinowm_cem_30", "ours_cem_300x30", "dinowm_cem_10", "ours_cem_300x10", "ours_default",
          "ours_icem_50x10_es")
 _GRADIENT = ("ours_gradient_4x10", "ours_gradient_1x20_lr0.3", "ours_gradient_1x30_lr0.3",
-             "ours_gradient_1x50_lr0.3", "ours_cem_gradient_100x15_g10_lr0.3")
+             "ours_gradient_1x50_lr0.3", "ours_cem_gradient_100x15_g10_lr0.3",
+             "ours_cem_gradient_50x33_g30_lr0.3")
 # --grid select: every solver over a grid of budgets, DINO-WM's planner at 10 and 30 iterations as references.
 GRIDS: dict[str, tuple[str, ...]] = {
     "issue": CELLS,

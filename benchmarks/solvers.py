@@ -71,6 +71,12 @@ for _n, _i, _w in ((50, 10, 5), (50, 10, 3), (32, 8, 4), (50, 6, 3), (64, 10, 4)
     CELLS[f"icem_{_n}x{_i}_w{_w}"] = _budget(_n, _i, elites=5, method="icem", warm_max_iterations=_w, **_RULE)
 for _n, _i, _w in ((50, 10, 5), (50, 10, 3), (64, 10, 4), (100, 10, 4), (100, 8, 3)):
     CELLS[f"cem_{_n}x{_i}_w{_w}"] = _budget(_n, _i, elites=max(5, _n // 10), warm_max_iterations=_w, **_RULE)
+for _i in (30, 50):  # the DINO-WM imports' candidates (benchmarks.dino_wm_peer), in closed loop
+    CELLS[f"gradient_1x{_i}_lr03"] = {"method": "gradient", "gradient": {"starts": 1, "lr": 0.3}, "max_iterations": _i,
+                                      **_RULE}
+CELLS["cem_gradient_50x33_g30_lr03"] = _budget(50, 33, elites=5, method="cem_gradient", min_iterations=33,
+                                              gradient={"starts": 1, "lr": 0.3},
+                                              cem_gradient={"gradient_iterations": 30})
 CELLS["icem_100x10_w4"] = _budget(100, 10, method="icem", warm_max_iterations=4, **_RULE)
 DEFAULT_CELL = "default"  # what the server plans with for the model on a CPU (`PlannerConfig.for_model`)
 QUICK = _budget(8, 2, elites=2, min_iterations=2, gradient={"starts": 1}, cem_gradient={"gradient_iterations": 1},

@@ -289,8 +289,8 @@ def test_published_planner_settings_of_the_environment_are_recommended(feature_r
     assert model.metadata["planner_source"]["file"] == "conf/plan_wall.yaml"
     assert model.metadata["planner_source"]["budget"].startswith("measured")
     cfg = PlannerConfig.for_model(model, "cpu")
-    assert (cfg.method, cfg.max_iterations, cfg.min_iterations, cfg.objective) == ("cem_gradient", 15, 15, "last")
-    assert (cfg.solver("cem").samples, cfg.solver("gradient").lr) == (100, 0.3)
+    assert (cfg.method, cfg.max_iterations, cfg.min_iterations, cfg.objective) == ("cem_gradient", 33, 33, "last")
+    assert (cfg.solver("cem").samples, cfg.solver().gradient_iterations, cfg.solver("gradient").lr) == (50, 30, 0.3)
     published = import_run(run.dir, read_stats(run.stats), tmp_path / "published.pt", run.encoder_weights,
                            budget="published")
     assert published.metadata["planner"] == {"horizon": 5, "cem": {"samples": 300, "elites": 30, "sigma": 1.0},
