@@ -133,8 +133,8 @@ def _median(xs: list[float]) -> float | None:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """A markdown table of closed-loop cells, cheapest first within each goal set."""
-    out = ["| goals | cell | success | GFLOPs/plan | x fewer than cem_paper | mean iterations | plan p50 / p95 (ms) "
-           "| stops | load |", "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| goals | cell | success | mean model steps | GFLOPs/plan | x fewer than cem_paper | mean iterations "
+           "| plan p50 / p95 (ms) | stops | load |", "|---|---|---|---|---|---|---|---|---|---|"]
     for goals in ("near", "far", "far+subgoals"):
         cells = sorted((r for r in rows if r.get("goals") == goals), key=lambda r: r["gflops_per_plan"])
         ref = next((r["gflops_per_plan"] for r in cells if r["cell"] == "cem_paper"), None)
@@ -142,7 +142,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             ratio = f"{ref / r['gflops_per_plan']:.1f}" if ref else "-"
             stops = ", ".join(f"{k} {v}" for k, v in sorted(r["stop_reasons"].items()))
             out.append(f"| {goals} | `{r['cell']}` | {100 * r['success_rate']:.0f}% ({r['successes']}/{r['episodes']}) "
-                       f"| {r['gflops_per_plan']:.2f} | {ratio} | {r['mean_iterations']:.1f} "
+                       f"| {r.get('mean_steps', float('nan')):.2f} | {r['gflops_per_plan']:.2f} | {ratio} | {r['mean_iterations']:.1f} "
                        f"| {r['plan_ms_p50']:.0f} / {r['plan_ms_p95']:.0f} | {stops} | {r['load_average_1m']} |")
     return "\n".join(out)
 
