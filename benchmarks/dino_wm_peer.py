@@ -350,9 +350,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
     cells = result["summary"]["cells"]
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for cell, c in cells.items():
-        kind = cell.split("_")[0] if cell.startswith("dinowm") else "_".join(cell.split("_")[:2])
+        kind = ("dinowm" if cell.startswith("dinowm") else "ours_composite" if "m_gradient_" in cell
+                else "_".join(cell.split("_")[:2]))
         style = {"dinowm": ("k", "s"), "ours_cem": ("C0", "o"), "ours_icem": ("C1", "o"), "ours_mppi": ("C2", "^"),
-                 "ours_gradient": ("C3", "v"), "ours_default": ("C4", "*")}.get(kind, ("C5", "o"))
+                 "ours_gradient": ("C3", "v"), "ours_composite": ("C4", "D"),
+                 "ours_default": ("C5", "*")}.get(kind, ("C6", "o"))
         ax.scatter(c["median_cpu_seconds"], c["median_objective"], color=style[0], marker=style[1], s=40)
         ax.annotate(cell.replace("ours_", ""), (c["median_cpu_seconds"], c["median_objective"]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
