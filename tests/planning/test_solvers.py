@@ -146,7 +146,7 @@ def test_a_model_artifact_may_recommend_its_method():
     model = tiny_model()
     model.metadata = {"planner": {"method": "icem", "icem": {"beta": 1.0}}}
     cfg = PlannerConfig.for_model(model, "cpu")
-    assert (cfg.method, cfg.solver().beta, cfg.solver().samples) == ("icem", 1.0, 100)
+    assert (cfg.method, cfg.solver().beta, cfg.solver().samples) == ("icem", 1.0, PlannerConfig.cpu_preset().solver("icem").samples)
     model.metadata = {"planner": {"method": "icem", "icem_beta": 1.0}}  # an artifact of the previous release
     assert PlannerConfig.for_model(model, "cpu") == cfg
     model.metadata = {"planner": {"method": "newton"}}
