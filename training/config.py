@@ -8,7 +8,8 @@
       "model": {...},                      # WorldModelConfig fields
       "encoder": {...},                    # PhaseConfig for the autoencoder phase
       "predictor": {...},                  # PhaseConfig for the predictor phase
-      "planning_eval": {...}               # PlanningEvalConfig: closed-loop success every N epochs (off by default)
+      "planning_eval": {...},              # PlanningEvalConfig: closed-loop success every N epochs (off by default)
+      "init_from": null                    # an artifact to start from (a fine-tune): its weights and statistics
     }
 
 Unknown keys are errors, so a typo never silently falls back to a default.
@@ -171,6 +172,11 @@ class TrainConfig:
     # artifact's metadata and used as the server's defaults (PlannerConfig.for_model).
     planner: dict[str, Any] = field(default_factory=dict)
     planning_eval: PlanningEvalConfig = field(default_factory=PlanningEvalConfig)
+    # A servable artifact to start from instead of random weights (a fine-tune, e.g. a self-improvement
+    # round, training/self_improve.py): its weights and its action/proprio statistics (the action space
+    # its embeddings learned) are kept; its `model` config must equal this one. With encoder.epochs 0 its
+    # encoder is kept as it is and only the predictor trains.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         for phase in ("encoder", "predictor"):

@@ -277,7 +277,7 @@ class PredictorPhase(Phase):
         cfg = self.ctx.cfg
         return {"trained_by": "training.trainer", "dataset": str(cfg.dataset), "env": self.ctx.ds.meta.get("env"),
                 "seed": cfg.seed, "best_val": state.best_val, "predictor_epoch": state.epoch,
-                "planner": dict(cfg.planner), **(extra or {})}
+                "planner": dict(cfg.planner), **({"init_from": str(cfg.init_from)} if cfg.init_from else {}), **(extra or {})}
 
     def save_best(self, state: State, metadata: Mapping[str, Any] | None = None) -> None:
         save_model(self.ctx.model, self.ctx.out / "best.pt", metadata=self._metadata(state, metadata))

@@ -44,9 +44,10 @@ from training.config import PlanningEvalConfig
 log = logging.getLogger(__name__)
 __all__ = ["PlanningEvalResult", "SUITES", "evaluate", "evaluate_artifact", "evaluate_run", "servable_copy", "suite"]
 
-# An evaluation's episodes: (client, episodes, seed, task kind, budget, execute, planner overrides) -> the one
-# episode runner's results (envs.episodes.EpisodeResult), yielded as each finishes.
-Episodes = Callable[[Any, int, int, str, int, int, "Mapping[str, Any] | None"], Iterator[Any]]
+# An evaluation's episodes: (client, episodes, seed, task kind, budget, execute, planner overrides, record) -> the
+# one episode runner's results (envs.episodes.EpisodeResult), yielded as each finishes; with record, each carries
+# its executed trajectory in the dataset format (self-improvement, training/self_improve.py).
+Episodes = Callable[[Any, int, int, str, int, int, "Mapping[str, Any] | None", bool], Iterator[Any]]
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,8 @@ class Suite:
 def _wall() -> Suite:
     from envs.episodes import wall_episodes
 
-    return Suite(WALL_BUDGETS, lambda client, n, seed, kind, budget, execute, planner: wall_episodes(
-        client, n, seed, kind, execute=execute, planner=planner, budget=budget))
+    return Suite(WALL_BUDGETS, lambda client, n, seed, kind, budget, execute, planner, record=False: wall_episodes(
+        client, n, seed, kind, execute=execute, planner=planner, budget=budget, record=record))
 
 
 def _pusht() -> Suite:
@@ -72,8 +73,8 @@ def _pusht() -> Suite:
         raise ValueError("planning_eval on a PushT dataset needs the pusht extra: pip install -e '.[pusht]'") from None
     from envs.episodes import pusht_episodes
 
-    return Suite({"near": PUSHT_BUDGET}, lambda client, n, seed, kind, budget, execute, planner: pusht_episodes(
-        client, n, seed, budget=budget, execute=execute, planner=planner))
+    return Suite({"near": PUSHT_BUDGET}, lambda client, n, seed, kind, budget, execute, planner, record=False:
+                 pusht_episodes(client, n, seed, budget=budget, execute=execute, planner=planner, record=record))
 
 
 SUITES: dict[str, Callable[[], Suite]] = {"wall": _wall, "pusht": _pusht}

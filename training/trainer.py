@@ -72,9 +72,13 @@ class Trainer:
         self.progress = progress
         self.ds = load_dataset(cfg.dataset)
         self.split = split_episodes(self.ds.num_episodes, cfg.val_fraction, cfg.seed)
-        self.stats = compute_stats(self.ds, self.split, dataset_name=str(cfg.dataset))
+        base = _read_init(cfg) if cfg.init_from else None
+        # A fine-tune keeps its base's statistics: its action embedding learned that normalised space.
+        self.stats = base["stats"] if base else compute_stats(self.ds, self.split, dataset_name=str(cfg.dataset))
         torch.manual_seed(cfg.seed)
         self.model = WorldModel(cfg.model, self.stats)
+        if base:
+            self.model.load_state_dict(base["state_dict"])
         self.decoder = Decoder(cfg.model)
         if self.model.proprio_encoder is not None:
             self.model.proprio_encoder.requires_grad_(False)  # fixed injective map: cannot collapse
@@ -379,6 +383,22 @@ class Trainer:
         else:
             log.error("no %s epoch finished; no model written", PHASES[-1].name)
         self._save_latest()
+
+
+def _read_init(cfg: TrainConfig) -> dict[str, Any]:
+    """The weights and statistics of `cfg.init_from`, checked against `cfg.model`."""
+    from models import NormStats, WorldModelConfig
+    from models.artifact import read_artifact
+
+    payload = read_artifact(cfg.init_from)
+    if payload.get("family", "world_model") != "world_model":
+        raise ValueError(f"init_from={cfg.init_from}: a {payload['family']!r} model; the trainer trains WorldModel")
+    base = WorldModelConfig.from_dict(payload["config"])
+    if base != cfg.model:
+        ours = cfg.model.to_dict()
+        diff = {k: (v, ours[k]) for k, v in base.to_dict().items() if ours.get(k) != v}
+        raise ValueError(f"init_from={cfg.init_from}: its model config differs from the run's (artifact, run): {diff}")
+    return {"state_dict": payload["state_dict"], "stats": NormStats.from_dict(payload["stats"])}
 
 
 def _after(line: str, phase: str, epoch: int) -> bool:
