@@ -177,8 +177,14 @@ class TrainConfig:
     # its embeddings learned) are kept; its `model` config must equal this one. With encoder.epochs 0 its
     # encoder is kept as it is and only the predictor trains.
     init_from: str | None = None
+    # With init_from: load only the weights whose name and shape match this run's model, the others start
+    # fresh (logged and listed in the artifact's metadata): e.g. a longer history (a new position embedding)
+    # or more tokens per frame (the same conv weights pooled finer) on a trained encoder and predictor.
+    init_partial: bool = False
 
     def __post_init__(self) -> None:
+        if self.init_partial and not self.init_from:
+            raise ValueError("init_partial=true needs init_from (an artifact to take the matching weights from)")
         for phase in ("encoder", "predictor"):
             if getattr(self, phase).select_best == "planning_success" and not self.planning_eval.enabled:
                 raise ValueError(f"{phase}.select_best='planning_success' needs planning_eval.every > 0 "

@@ -77,8 +77,9 @@ class Trainer:
         self.stats = base["stats"] if base else compute_stats(self.ds, self.split, dataset_name=str(cfg.dataset))
         torch.manual_seed(cfg.seed)
         self.model = WorldModel(cfg.model, self.stats)
+        self.reinitialised: list[str] = []  # with init_partial: the weights that did not come from init_from
         if base:
-            self.model.load_state_dict(base["state_dict"])
+            self.reinitialised = _load_init(self.model, base["state_dict"], cfg)
         self.decoder = Decoder(cfg.model)
         if self.model.proprio_encoder is not None:
             self.model.proprio_encoder.requires_grad_(False)  # fixed injective map: cannot collapse
@@ -394,11 +395,30 @@ def _read_init(cfg: TrainConfig) -> dict[str, Any]:
     if payload.get("family", "world_model") != "world_model":
         raise ValueError(f"init_from={cfg.init_from}: a {payload['family']!r} model; the trainer trains WorldModel")
     base = WorldModelConfig.from_dict(payload["config"])
-    if base != cfg.model:
+    if base != cfg.model and not cfg.init_partial:
         ours = cfg.model.to_dict()
         diff = {k: (v, ours[k]) for k, v in base.to_dict().items() if ours.get(k) != v}
-        raise ValueError(f"init_from={cfg.init_from}: its model config differs from the run's (artifact, run): {diff}")
+        raise ValueError(f"init_from={cfg.init_from}: its model config differs from the run's (artifact, run): {diff}; "
+                         "init_partial=true loads only the weights that match")
     return {"state_dict": payload["state_dict"], "stats": NormStats.from_dict(payload["stats"])}
+
+
+def _load_init(model: WorldModel, weights: dict[str, torch.Tensor], cfg: TrainConfig) -> list[str]:
+    """Load `weights` into `model` (all of them, or with init_partial those whose name and shape match);
+    the names left at their fresh initialisation."""
+    own = model.state_dict()
+    matching = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    fresh = sorted(set(own) - set(matching))
+    if not matching:
+        raise ValueError(f"init_from={cfg.init_from}: no weight matches the run's model by name and shape")
+    if cfg.encoder.epochs == 0 and any(k.startswith("encoder.") for k in fresh):
+        raise ValueError(f"init_from={cfg.init_from}: encoder weights {[k for k in fresh if k.startswith('encoder.')]} "
+                         "do not match and encoder.epochs is 0: the encoder would stay random")
+    model.load_state_dict({**own, **matching})
+    if fresh:
+        log.warning("init_from %s: %d weights start fresh (no match by name and shape): %s", cfg.init_from,
+                    len(fresh), fresh)
+    return fresh
 
 
 def _after(line: str, phase: str, epoch: int) -> bool:

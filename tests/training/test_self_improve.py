@@ -129,3 +129,18 @@ def test_init_from_refuses_a_model_of_another_architecture(base, tmp_path):
     d["model"]["depth"] += 1
     with pytest.raises(ValueError, match="depth"):
         Trainer(TrainConfig.from_dict(d), progress=False)
+
+
+def test_init_partial_keeps_the_matching_weights_and_starts_the_rest_fresh(base, tmp_path):
+    d = TrainConfig.load(ROOT / "configs" / "wall.json").to_dict()
+    d.update(dataset=str(base), out=str(tmp_path), init_from=str(DEFAULT_MODEL_PATH), init_partial=True)
+    d["model"]["num_hist"] += 1  # a longer history: a longer position embedding, every other weight as it was
+    d["encoder"]["epochs"] = 0
+    trainer = Trainer(TrainConfig.from_dict(d), progress=False)
+    shipped = read_artifact(DEFAULT_MODEL_PATH)["state_dict"]
+    assert trainer.reinitialised == ["predictor.pos_embedding"]
+    own = trainer.model.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in shipped.items() if k != "predictor.pos_embedding")
+    d["model"]["encoder_dim"] += 1  # now the encoder cannot come from the artifact, and would never train
+    with pytest.raises(ValueError, match="encoder would stay random"):
+        Trainer(TrainConfig.from_dict(d), progress=False)
