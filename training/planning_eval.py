@@ -113,6 +113,8 @@ class PlanningEvalResult:
     tasks: str
     seed: int
     budget: int
+    plan_ms_p50: float = math.nan  # per plan or replan, as the in-process client saw it
+    plan_ms_p95: float = math.nan
 
     def row(self) -> dict[str, float | int]:
         """The keys the trainer adds to its metrics row."""
@@ -137,10 +139,12 @@ def evaluate(model: Any, cfg: PlanningEvalConfig, env: str) -> PlanningEvalResul
     budget = cfg.budget or s.budgets[cfg.tasks]
     t0 = time.monotonic()
     outcomes: list[tuple[bool, int]] = []
+    plan_ms: list[float] = []
     with torch.random.fork_rng(devices=[]), LocalClient(model) as client:
         episodes = s.episodes(client, cfg.episodes, cfg.seed, cfg.tasks, budget, cfg.execute, cfg.planner or None)
         for result in episodes:  # tasks are drawn up front, episodes run one by one: the bound stops between them
             outcomes.append((result.success, result.steps))
+            plan_ms.extend(result.plan_ms)
             if time.monotonic() - t0 >= cfg.max_seconds:
                 break
         episodes.close()
@@ -151,7 +155,15 @@ def evaluate(model: Any, cfg: PlanningEvalConfig, env: str) -> PlanningEvalResul
     return PlanningEvalResult(success_rate=sum(ok for ok, _ in outcomes) / len(outcomes), episodes=len(outcomes),
                               requested=cfg.episodes, seconds=seconds,
                               mean_steps=statistics.fmean(steps for _, steps in outcomes), env=env, tasks=cfg.tasks,
-                              seed=cfg.seed, budget=budget)
+                              seed=cfg.seed, budget=budget, plan_ms_p50=_percentile(plan_ms, 50),
+                              plan_ms_p95=_percentile(plan_ms, 95))
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))])
 
 
 # Artifacts ---------------------------------------------------------------------------------------------

@@ -168,6 +168,8 @@ def collect_round(model_path: str | Path, env: str, cfg: SelfImproveConfig, roun
                     "self_improve": {"round": round_, "chunk": c, "model": str(model_path), "tasks": cfg.tasks,
                                      "budget": budget, "execute": cfg.execute, "planner": cfg.planner,
                                      "success": successes}})
+                log.info("round %d chunk %d (seed %d): %d/%d successes", round_, c, seed, sum(successes),
+                         len(successes))
         bar.close()
     episodes = frames = successes = 0
     for c in range(len(sizes)):
