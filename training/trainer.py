@@ -58,6 +58,7 @@ from training.data import compute_stats, split_episodes
 from training.decoder import Decoder
 from training import planning_eval
 from training.diagnose import new_findings
+from training.init_weights import load_init, read_init
 from training.phases import PHASES, Context, Phase, ResumeError
 from training.state import State
 
@@ -72,14 +73,14 @@ class Trainer:
         self.progress = progress
         self.ds = load_dataset(cfg.dataset)
         self.split = split_episodes(self.ds.num_episodes, cfg.val_fraction, cfg.seed)
-        base = _read_init(cfg) if cfg.init_from else None
+        base = read_init(cfg) if cfg.init_from else None
         # A fine-tune keeps its base's statistics: its action embedding learned that normalised space.
         self.stats = base["stats"] if base else compute_stats(self.ds, self.split, dataset_name=str(cfg.dataset))
         torch.manual_seed(cfg.seed)
         self.model = WorldModel(cfg.model, self.stats)
         self.reinitialised: list[str] = []  # with init_partial: the weights that did not come from init_from
         if base:
-            self.reinitialised = _load_init(self.model, base["state_dict"], cfg)
+            self.reinitialised = load_init(self.model, base["state_dict"], cfg)
         self.decoder = Decoder(cfg.model)
         if self.model.proprio_encoder is not None:
             self.model.proprio_encoder.requires_grad_(False)  # fixed injective map: cannot collapse
@@ -384,41 +385,6 @@ class Trainer:
         else:
             log.error("no %s epoch finished; no model written", PHASES[-1].name)
         self._save_latest()
-
-
-def _read_init(cfg: TrainConfig) -> dict[str, Any]:
-    """The weights and statistics of `cfg.init_from`, checked against `cfg.model`."""
-    from models import NormStats, WorldModelConfig
-    from models.artifact import read_artifact
-
-    payload = read_artifact(cfg.init_from)
-    if payload.get("family", "world_model") != "world_model":
-        raise ValueError(f"init_from={cfg.init_from}: a {payload['family']!r} model; the trainer trains WorldModel")
-    base = WorldModelConfig.from_dict(payload["config"])
-    if base != cfg.model and not cfg.init_partial:
-        ours = cfg.model.to_dict()
-        diff = {k: (v, ours[k]) for k, v in base.to_dict().items() if ours.get(k) != v}
-        raise ValueError(f"init_from={cfg.init_from}: its model config differs from the run's (artifact, run): {diff}; "
-                         "init_partial=true loads only the weights that match")
-    return {"state_dict": payload["state_dict"], "stats": NormStats.from_dict(payload["stats"])}
-
-
-def _load_init(model: WorldModel, weights: dict[str, torch.Tensor], cfg: TrainConfig) -> list[str]:
-    """Load `weights` into `model` (all of them, or with init_partial those whose name and shape match);
-    the names left at their fresh initialisation."""
-    own = model.state_dict()
-    matching = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
-    fresh = sorted(set(own) - set(matching))
-    if not matching:
-        raise ValueError(f"init_from={cfg.init_from}: no weight matches the run's model by name and shape")
-    if cfg.encoder.epochs == 0 and any(k.startswith("encoder.") for k in fresh):
-        raise ValueError(f"init_from={cfg.init_from}: encoder weights {[k for k in fresh if k.startswith('encoder.')]} "
-                         "do not match and encoder.epochs is 0: the encoder would stay random")
-    model.load_state_dict({**own, **matching})
-    if fresh:
-        log.warning("init_from %s: %d weights start fresh (no match by name and shape): %s", cfg.init_from,
-                    len(fresh), fresh)
-    return fresh
 
 
 def _after(line: str, phase: str, epoch: int) -> bool:
