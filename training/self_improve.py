@@ -70,6 +70,7 @@ class SelfImproveConfig:
     overrides: training-config overrides for a round, merged into the config (e.g. {"predictor": {"epochs": 8}}).
     from_scratch: train each round from random weights (the config's model) instead of the current model.
     eval_episodes, eval_seed: evaluate each round's model on these tasks (0 = no evaluation).
+    repeat: each self-collected episode appears this many times in the union (its weight in the batches).
     """
 
     config: str
@@ -88,9 +89,10 @@ class SelfImproveConfig:
     from_scratch: bool = False
     eval_episodes: int = 0
     eval_seed: int = 2
+    repeat: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("rounds", "episodes", "chunk", "execute"):
+        for name in ("rounds", "episodes", "chunk", "execute", "repeat"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
         if self.seed < TRAIN_SEEDS:
@@ -186,8 +188,11 @@ def _chunk_dirs(out: Path, last_round: int) -> list[Path]:
             for p in sorted((_round_dir(out, r) / "chunks").glob("[0-9]*/meta.json"))]  # not write_dataset's temp
 
 
-def union(base: str | Path, parts: list[Path], path: Path) -> dict[str, Any]:
-    """Write the base dataset followed by `parts` (datasets of the same env and shapes) as one dataset."""
+def union(base: str | Path, parts: list[Path], path: Path, repeat: int = 1) -> dict[str, Any]:
+    """Write the base dataset followed by `parts` (datasets of the same env and shapes), each part's episodes
+    `repeat` times, as one dataset. Batches draw windows uniformly, so a few hundred planned episodes beside
+    thousands of collected ones would be a few percent of them; repeating weighs them up (the copies may fall
+    on both sides of the train/val split: the validation loss of such a run is optimistic)."""
     datasets = [load_dataset(base), *(load_dataset(p) for p in parts)]
     env = datasets[0].meta["env"]
     for ds in datasets[1:]:
@@ -196,11 +201,12 @@ def union(base: str | Path, parts: list[Path], path: Path) -> dict[str, Any]:
                              f"{datasets[0].path} has {env!r}, {datasets[0].frames.shape[1:]}")
 
     def episodes() -> Iterator[Episode]:
-        for ds in datasets:
-            for i in range(ds.num_episodes):
-                yield ds.episode(i)
+        for j, ds in enumerate(datasets):
+            for _ in range(1 if j == 0 else repeat):
+                for i in range(ds.num_episodes):
+                    yield ds.episode(i)
 
-    meta = {"env": env, "policy": "union",
+    meta = {"env": env, "policy": "union", "repeat": repeat,
             "sources": [{"path": str(ds.path), "episodes": ds.num_episodes, "frames": ds.num_frames}
                         for ds in datasets]}
     if "seed" in datasets[0].meta:  # the base's collection seed: the trainer keeps its planning check off it
@@ -208,7 +214,8 @@ def union(base: str | Path, parts: list[Path], path: Path) -> dict[str, Any]:
     write_dataset(path, episodes(), meta, overwrite=True)
     added = datasets[1:]
     return {"base_episodes": datasets[0].num_episodes, "base_frames": datasets[0].num_frames,
-            "added_episodes": sum(d.num_episodes for d in added), "added_frames": sum(d.num_frames for d in added)}
+            "added_episodes": sum(d.num_episodes for d in added), "added_frames": sum(d.num_frames for d in added),
+            "repeat": repeat}
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -250,7 +257,7 @@ def run(cfg: SelfImproveConfig, progress: bool | None = None) -> list[dict[str, 
             _append(out, ledger, {"round": r, "stage": "collect", **collect_round(model, env, cfg, r, out, progress)})
         if not _done(ledger, r, "data"):
             _append(out, ledger, {"round": r, "stage": "data", "path": str(rd / "data"),
-                                  **union(base, _chunk_dirs(out, r), rd / "data")})
+                                  **union(base, _chunk_dirs(out, r), rd / "data", cfg.repeat)})
         if not _done(ledger, r, "train"):
             tc = train_config(cfg, model, rd / "data", rd / "train")
             t0 = time.monotonic()
@@ -291,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from-scratch", action="store_true", help="train each round from random weights")
     ap.add_argument("--eval-episodes", type=int, default=0)
     ap.add_argument("--eval-seed", type=int, default=d.eval_seed)
+    ap.add_argument("--repeat", type=int, default=d.repeat,
+                    help="times each self-collected episode appears in the union (its weight in the batches)")
     ap.add_argument("--threads", type=int, help="torch intra-op threads")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -301,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             config=args.config, model=args.model, out=args.out, dataset=args.dataset, rounds=args.rounds,
             episodes=args.episodes, chunk=args.chunk, seed=args.seed, tasks=args.tasks, budget=args.budget,
             execute=args.execute, planner=args.planner, overrides=args.overrides, from_scratch=args.from_scratch,
-            eval_episodes=args.eval_episodes, eval_seed=args.eval_seed)
+            eval_episodes=args.eval_episodes, eval_seed=args.eval_seed, repeat=args.repeat)
         for row in run(cfg):
             print(json.dumps(row))
     except (OSError, ValueError) as exc:

@@ -144,3 +144,14 @@ def test_init_partial_keeps_the_matching_weights_and_starts_the_rest_fresh(base,
     d["model"]["encoder_dim"] += 1  # now the encoder cannot come from the artifact, and would never train
     with pytest.raises(ValueError, match="encoder would stay random"):
         Trainer(TrainConfig.from_dict(d), progress=False)
+
+
+def test_repeat_weighs_the_planned_episodes_up_in_the_union(base, tmp_path):
+    cfg = si_config(base, tmp_path, episodes=2, repeat=3)
+    self_improve.collect_round(cfg.model, "wall", cfg, 1, tmp_path, progress=False)
+    part = tmp_path / "round-01" / "chunks" / "000"
+    summary = self_improve.union(base, [part], tmp_path / "u", repeat=3)
+    u, b, p = load_dataset(tmp_path / "u"), load_dataset(base), load_dataset(part)
+    assert u.num_episodes == b.num_episodes + 3 * p.num_episodes and summary["repeat"] == 3
+    for k in range(3):
+        np.testing.assert_array_equal(u.episode(b.num_episodes + k * p.num_episodes + 1).frames, p.episode(1).frames)
