@@ -155,3 +155,15 @@ def test_repeat_weighs_the_planned_episodes_up_in_the_union(base, tmp_path):
     assert u.num_episodes == b.num_episodes + 3 * p.num_episodes and summary["repeat"] == 3
     for k in range(3):
         np.testing.assert_array_equal(u.episode(b.num_episodes + k * p.num_episodes + 1).frames, p.episode(1).frames)
+
+
+def test_the_command_line_runs_a_round_and_refuses_evaluation_seeds(base, tmp_path, capsys):
+    args = ["--config", str(ROOT / "configs" / "wall.json"), "--model", str(DEFAULT_MODEL_PATH), "--out", str(tmp_path),
+            "--dataset", str(base), "--episodes", "2", "--chunk", "1", "--budget", "2",
+            "--planner", json.dumps(TINY_PLANNER), "--overrides", json.dumps(SHORT), "--repeat", "2"]
+    assert self_improve.main(args) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["stage"] for r in rows] == ["collect", "data", "train"] and rows[1]["repeat"] == 2
+    assert (tmp_path / "self_improve.jsonl").read_text().count("\n") == 3
+    assert self_improve.main([*args, "--seed", "3"]) == 2
+    assert "seeds start at" in capsys.readouterr().err
