@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from envs.dataset import Episode
 from envs.tasks import PUSHT_BUDGET, WALL_BUDGETS, Task, pusht_tasks, wall_tasks
 from envs.wall import WallEnv
 from envs.wall import is_success as wall_success
@@ -84,6 +85,54 @@ class SimAdapter:
         self.env.step(np.zeros(2))
 
 
+class Recorder:
+    """A simulator that keeps what it executes: the frame, proprio and state at each env step and the
+    action applied there, as one trajectory in the dataset format (``envs.dataset.Episode``).
+
+    Self-improvement (``training/self_improve.py``) records the episodes its model plans, successful or
+    not, as training data: the states the model's own plans lead to, which random data rarely reaches.
+    """
+
+    def __init__(self, env: Simulator) -> None:
+        self.env = env
+        self.frames: list[np.ndarray] = []
+        self.proprios: list[np.ndarray] = []
+        self.states: list[np.ndarray] = []
+        self.actions: list[np.ndarray] = []
+
+    def get_state(self) -> np.ndarray:
+        return self.env.get_state()
+
+    def set_state(self, state: np.ndarray) -> None:
+        raise RuntimeError("a Recorder records one continuous trajectory; set the state before wrapping")
+
+    def render(self) -> np.ndarray:
+        return self.env.render()
+
+    def proprio(self) -> np.ndarray:
+        return self.env.proprio()
+
+    def step(self, action: np.ndarray) -> Any:
+        self._observe()
+        self.actions.append(np.asarray(action, dtype=np.float32).copy())
+        return self.env.step(action)
+
+    def _observe(self) -> None:
+        self.frames.append(np.asarray(self.env.render(), dtype=np.uint8).copy())
+        self.proprios.append(np.asarray(self.env.proprio(), dtype=np.float32).copy())
+        self.states.append(np.asarray(self.env.get_state(), dtype=np.float64).copy())
+
+    def episode(self) -> Episode:
+        """The trajectory so far plus the current frame, whose action row is zero (no frame follows it)."""
+        self._observe()
+        frames, proprio, states = np.stack(self.frames), np.stack(self.proprios), np.stack(self.states)
+        del self.frames[-1], self.proprios[-1], self.states[-1]  # the recorder can go on after this call
+        width = np.asarray(self.actions[0]).shape[0] if self.actions else 2
+        actions = np.concatenate([np.stack(self.actions).reshape(-1, width) if self.actions
+                                  else np.zeros((0, width), np.float32), np.zeros((1, width), np.float32)])
+        return Episode(frames=frames, actions=actions, proprio=proprio, states=states)
+
+
 @dataclass
 class EpisodeResult:
     task: Task
@@ -94,15 +143,18 @@ class EpisodeResult:
     requests: int  # plans + replans (each used one seed)
     errors: dict[str, int] = field(default_factory=dict)  # server error code -> count
     report: LoopReport | None = None  # the loop's own record (wall time, late plans, holds in real time)
+    trajectory: Episode | None = None  # what was executed, in the dataset format (run with record=True)
 
 
 def run_episode(client: PlanningClient, env: Simulator, task: Task, config: LoopConfig,
-                success: Callable[[np.ndarray, np.ndarray], bool]) -> EpisodeResult:
-    """One episode of ``config.model_steps`` model steps at most, from ``task.start`` towards ``task.goal``."""
+                success: Callable[[np.ndarray, np.ndarray], bool], record: bool = False) -> EpisodeResult:
+    """One episode of ``config.model_steps`` model steps at most, from ``task.start`` towards ``task.goal``;
+    record: keep the executed trajectory (``EpisodeResult.trajectory``)."""
     env.set_state(task.goal)
     goal_frame, goal_proprio = env.render(), env.proprio()
     env.set_state(task.start)
-    adapter = SimAdapter(env)
+    recorder = Recorder(env) if record else None
+    adapter = SimAdapter(recorder or env)
     loop = ControlLoop(client, adapter, adapter, step=lambda: None, goal_frame=goal_frame,
                        goal_proprio=goal_proprio, config=config,
                        until=lambda: success(env.get_state(), task.goal))
@@ -111,7 +163,8 @@ def run_episode(client: PlanningClient, env: Simulator, task: Task, config: Loop
     finally:
         loop.close()
     return EpisodeResult(task, report.done, report.model_steps, env.get_state(), report.plan_ms,
-                         report.plans + report.replans, dict(report.errors), report)
+                         report.plans + report.replans, dict(report.errors), report,
+                         recorder.episode() if recorder else None)
 
 
 def _latency(results: list[EpisodeResult]) -> dict[str, Any]:
@@ -122,11 +175,12 @@ def _latency(results: list[EpisodeResult]) -> dict[str, Any]:
 # Wall ------------------------------------------------------------------------------------
 def wall_episodes(client: PlanningClient, episodes: int, seed: int, goals: str, execute: int = 1,
                   planner: Mapping[str, Any] | None = None, budget: int | None = None,
-                  loop: Mapping[str, Any] | None = None) -> Iterator[EpisodeResult]:
+                  loop: Mapping[str, Any] | None = None, record: bool = False) -> Iterator[EpisodeResult]:
     """``episodes`` wall tasks (``envs.tasks.wall_tasks``), one result as each finishes.
 
     budget: model steps per episode (default ``WALL_BUDGETS[goals]``); planner: overrides sent with /plan;
-    loop: more ``LoopConfig`` fields (e.g. ``{"mode": "async", "control_hz": 10}``: real time).
+    loop: more ``LoopConfig`` fields (e.g. ``{"mode": "async", "control_hz": 10}``: real time);
+    record: keep each executed trajectory (``EpisodeResult.trajectory``).
     """
     frameskip = int(client.wait_ready(timeout=120)["model"]["frameskip"])
     env = WallEnv()
@@ -134,7 +188,7 @@ def wall_episodes(client: PlanningClient, episodes: int, seed: int, goals: str, 
     next_seed = seed
     for task in wall_tasks(goals, episodes, seed, env, frameskip):
         config = LoopConfig(model_steps=budget, execute=execute, seed=next_seed, planner=planner, **(loop or {}))
-        result = run_episode(client, env, task, config, wall_success)
+        result = run_episode(client, env, task, config, wall_success, record)
         next_seed += result.requests
         yield result
 
@@ -162,11 +216,13 @@ def wall_summary(results: list[EpisodeResult], goals: str, seed: int) -> dict[st
 # PushT (optional extra: gym-pusht) ---------------------------------------------------------
 def pusht_episodes(client: PlanningClient, episodes: int, seed: int, budget: int = PUSHT_BUDGET,
                    execute: int = 1, dataset: str | None = None, planner: Mapping[str, Any] | None = None,
-                   max_step: float | None = None, loop: Mapping[str, Any] | None = None) -> Iterator[EpisodeResult]:
+                   max_step: float | None = None, loop: Mapping[str, Any] | None = None,
+                   record: bool = False) -> Iterator[EpisodeResult]:
     """``episodes`` PushT tasks (``envs.tasks.pusht_tasks``, DINO-WM's protocol), one result as each finishes.
 
     The env renders at the model's image size; max_step: the data's action bound (table px);
-    loop: more ``LoopConfig`` fields (real time: ``{"mode": "async", "control_hz": 10}``).
+    loop: more ``LoopConfig`` fields (real time: ``{"mode": "async", "control_hz": 10}``);
+    record: keep each executed trajectory (``EpisodeResult.trajectory``).
     """
     from envs.pusht import DEFAULT_MAX_STEP, PushTEnv
     from envs.pusht import is_success as pusht_success
@@ -177,7 +233,7 @@ def pusht_episodes(client: PlanningClient, episodes: int, seed: int, budget: int
     for i, task in enumerate(pusht_tasks(env, episodes, seed, int(model["frameskip"]), dataset)):
         config = LoopConfig(model_steps=budget, execute=execute, seed=seed * base + i * stride, planner=planner,
                             **(loop or {}))
-        yield run_episode(client, env, task, config, pusht_success)
+        yield run_episode(client, env, task, config, pusht_success, record)
 
 
 def pusht_line(i: int, r: EpisodeResult) -> str:

@@ -8,7 +8,8 @@
       "model": {...},                      # WorldModelConfig fields
       "encoder": {...},                    # PhaseConfig for the autoencoder phase
       "predictor": {...},                  # PhaseConfig for the predictor phase
-      "planning_eval": {...}               # PlanningEvalConfig: closed-loop success every N epochs (off by default)
+      "planning_eval": {...},              # PlanningEvalConfig: closed-loop success every N epochs (off by default)
+      "init_from": null                    # an artifact to start from (a fine-tune): its weights and statistics
     }
 
 Unknown keys are errors, so a typo never silently falls back to a default.
@@ -171,8 +172,19 @@ class TrainConfig:
     # artifact's metadata and used as the server's defaults (PlannerConfig.for_model).
     planner: dict[str, Any] = field(default_factory=dict)
     planning_eval: PlanningEvalConfig = field(default_factory=PlanningEvalConfig)
+    # A servable artifact to start from instead of random weights (a fine-tune, e.g. a self-improvement
+    # round, training/self_improve.py): its weights and its action/proprio statistics (the action space
+    # its embeddings learned) are kept; its `model` config must equal this one. With encoder.epochs 0 its
+    # encoder is kept as it is and only the predictor trains.
+    init_from: str | None = None
+    # With init_from: load only the weights whose name and shape match this run's model, the others start
+    # fresh (logged and listed in the artifact's metadata): e.g. a longer history (a new position embedding)
+    # or more tokens per frame (the same conv weights pooled finer) on a trained encoder and predictor.
+    init_partial: bool = False
 
     def __post_init__(self) -> None:
+        if self.init_partial and not self.init_from:
+            raise ValueError("init_partial=true needs init_from (an artifact to take the matching weights from)")
         for phase in ("encoder", "predictor"):
             if getattr(self, phase).select_best == "planning_success" and not self.planning_eval.enabled:
                 raise ValueError(f"{phase}.select_best='planning_success' needs planning_eval.every > 0 "

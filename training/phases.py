@@ -275,9 +275,10 @@ class PredictorPhase(Phase):
 
     def _metadata(self, state: State, extra: Mapping[str, Any] | None) -> dict[str, Any]:
         cfg = self.ctx.cfg
+        init = {"init_from": str(cfg.init_from), "init_partial": cfg.init_partial} if cfg.init_from else {}
         return {"trained_by": "training.trainer", "dataset": str(cfg.dataset), "env": self.ctx.ds.meta.get("env"),
                 "seed": cfg.seed, "best_val": state.best_val, "predictor_epoch": state.epoch,
-                "planner": dict(cfg.planner), **(extra or {})}
+                "planner": dict(cfg.planner), **init, **(extra or {})}
 
     def save_best(self, state: State, metadata: Mapping[str, Any] | None = None) -> None:
         save_model(self.ctx.model, self.ctx.out / "best.pt", metadata=self._metadata(state, metadata))

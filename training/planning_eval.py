@@ -44,9 +44,10 @@ from training.config import PlanningEvalConfig
 log = logging.getLogger(__name__)
 __all__ = ["PlanningEvalResult", "SUITES", "evaluate", "evaluate_artifact", "evaluate_run", "servable_copy", "suite"]
 
-# An evaluation's episodes: (client, episodes, seed, task kind, budget, execute, planner overrides) -> the one
-# episode runner's results (envs.episodes.EpisodeResult), yielded as each finishes.
-Episodes = Callable[[Any, int, int, str, int, int, "Mapping[str, Any] | None"], Iterator[Any]]
+# An evaluation's episodes: (client, episodes, seed, task kind, budget, execute, planner overrides, record) -> the
+# one episode runner's results (envs.episodes.EpisodeResult), yielded as each finishes; with record, each carries
+# its executed trajectory in the dataset format (self-improvement, training/self_improve.py).
+Episodes = Callable[[Any, int, int, str, int, int, "Mapping[str, Any] | None", bool], Iterator[Any]]
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,8 @@ class Suite:
 def _wall() -> Suite:
     from envs.episodes import wall_episodes
 
-    return Suite(WALL_BUDGETS, lambda client, n, seed, kind, budget, execute, planner: wall_episodes(
-        client, n, seed, kind, execute=execute, planner=planner, budget=budget))
+    return Suite(WALL_BUDGETS, lambda client, n, seed, kind, budget, execute, planner, record=False: wall_episodes(
+        client, n, seed, kind, execute=execute, planner=planner, budget=budget, record=record))
 
 
 def _pusht() -> Suite:
@@ -72,8 +73,8 @@ def _pusht() -> Suite:
         raise ValueError("planning_eval on a PushT dataset needs the pusht extra: pip install -e '.[pusht]'") from None
     from envs.episodes import pusht_episodes
 
-    return Suite({"near": PUSHT_BUDGET}, lambda client, n, seed, kind, budget, execute, planner: pusht_episodes(
-        client, n, seed, budget=budget, execute=execute, planner=planner))
+    return Suite({"near": PUSHT_BUDGET}, lambda client, n, seed, kind, budget, execute, planner, record=False:
+                 pusht_episodes(client, n, seed, budget=budget, execute=execute, planner=planner, record=record))
 
 
 SUITES: dict[str, Callable[[], Suite]] = {"wall": _wall, "pusht": _pusht}
@@ -112,6 +113,8 @@ class PlanningEvalResult:
     tasks: str
     seed: int
     budget: int
+    plan_ms_p50: float = math.nan  # per plan or replan, as the in-process client saw it
+    plan_ms_p95: float = math.nan
 
     def row(self) -> dict[str, float | int]:
         """The keys the trainer adds to its metrics row."""
@@ -136,10 +139,12 @@ def evaluate(model: Any, cfg: PlanningEvalConfig, env: str) -> PlanningEvalResul
     budget = cfg.budget or s.budgets[cfg.tasks]
     t0 = time.monotonic()
     outcomes: list[tuple[bool, int]] = []
+    plan_ms: list[float] = []
     with torch.random.fork_rng(devices=[]), LocalClient(model) as client:
         episodes = s.episodes(client, cfg.episodes, cfg.seed, cfg.tasks, budget, cfg.execute, cfg.planner or None)
         for result in episodes:  # tasks are drawn up front, episodes run one by one: the bound stops between them
             outcomes.append((result.success, result.steps))
+            plan_ms.extend(result.plan_ms)
             if time.monotonic() - t0 >= cfg.max_seconds:
                 break
         episodes.close()
@@ -150,7 +155,15 @@ def evaluate(model: Any, cfg: PlanningEvalConfig, env: str) -> PlanningEvalResul
     return PlanningEvalResult(success_rate=sum(ok for ok, _ in outcomes) / len(outcomes), episodes=len(outcomes),
                               requested=cfg.episodes, seconds=seconds,
                               mean_steps=statistics.fmean(steps for _, steps in outcomes), env=env, tasks=cfg.tasks,
-                              seed=cfg.seed, budget=budget)
+                              seed=cfg.seed, budget=budget, plan_ms_p50=_percentile(plan_ms, 50),
+                              plan_ms_p95=_percentile(plan_ms, 95))
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))])
 
 
 # Artifacts ---------------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ from training.data import compute_stats, split_episodes
 from training.decoder import Decoder
 from training import planning_eval
 from training.diagnose import new_findings
+from training.init_weights import load_init, read_init
 from training.phases import PHASES, Context, Phase, ResumeError
 from training.state import State
 
@@ -72,9 +73,14 @@ class Trainer:
         self.progress = progress
         self.ds = load_dataset(cfg.dataset)
         self.split = split_episodes(self.ds.num_episodes, cfg.val_fraction, cfg.seed)
-        self.stats = compute_stats(self.ds, self.split, dataset_name=str(cfg.dataset))
+        base = read_init(cfg) if cfg.init_from else None
+        # A fine-tune keeps its base's statistics: its action embedding learned that normalised space.
+        self.stats = base["stats"] if base else compute_stats(self.ds, self.split, dataset_name=str(cfg.dataset))
         torch.manual_seed(cfg.seed)
         self.model = WorldModel(cfg.model, self.stats)
+        self.reinitialised: list[str] = []  # with init_partial: the weights that did not come from init_from
+        if base:
+            self.reinitialised = load_init(self.model, base["state_dict"], cfg)
         self.decoder = Decoder(cfg.model)
         if self.model.proprio_encoder is not None:
             self.model.proprio_encoder.requires_grad_(False)  # fixed injective map: cannot collapse
