@@ -256,7 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--planner", type=json.loads, default={}, help='planner overrides as JSON, e.g. \'{"max_iterations": 10}\'')
     ap.add_argument("--max-seconds", type=float, default=3600.0,
                     help="per model: no episode starts after this many seconds (default 3600)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads (default 1: with torch's default of one per core, an evaluation "
+                         "beside any other job ran 40x slower on a 2-core machine; docs/benchmarks.md section 11)")
     args = ap.parse_args(argv)
+    if args.threads < 1:
+        ap.error(f"--threads {args.threads}: must be >= 1")
+    torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = PlanningEvalConfig(every=0, episodes=args.episodes, tasks=args.tasks, seed=args.seed, budget=args.budget,

@@ -227,6 +227,19 @@ def test_cli_evaluates_an_artifact_and_every_snapshot_of_a_run(dataset, tmp_path
     assert "no snapshots" in capsys.readouterr().err
 
 
+def test_cli_plans_with_one_torch_thread_unless_told(tmp_path, capsys):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert planning_eval.main(["--run", str(tmp_path / "nowhere")]) == 2  # fails after setting the threads
+        assert torch.get_num_threads() == 1
+        with pytest.raises(SystemExit):
+            planning_eval.main(["--run", str(tmp_path), "--threads", "0"])
+        assert "--threads 0" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_monitor_plots_and_reports_planning_success(tmp_path):
     from tests.training.test_monitor import run_log
 
