@@ -300,11 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-seed", type=int, default=d.eval_seed)
     ap.add_argument("--repeat", type=int, default=d.repeat,
                     help="times each self-collected episode appears in the union (its weight in the batches)")
-    ap.add_argument("--threads", type=int, help="torch intra-op threads")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads (default 1: more collapses beside any other job on a small CPU)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    if args.threads < 1:
+        ap.error(f"--threads {args.threads}: must be >= 1")
+    torch.set_num_threads(args.threads)
     try:
         cfg = SelfImproveConfig(
             config=args.config, model=args.model, out=args.out, dataset=args.dataset, rounds=args.rounds,
