@@ -227,6 +227,14 @@ def test_cli_evaluates_an_artifact_and_every_snapshot_of_a_run(dataset, tmp_path
     assert "no snapshots" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name", ["wall", "pusht"])
+def test_shipped_artifacts_name_their_env_without_their_dataset(name):
+    # A fresh clone has no data/: `planning_eval --model models/default/<name>.pt` must not need `--env`.
+    artifact = Path(__file__).resolve().parents[2] / "models" / "default" / f"{name}.pt"
+    metadata = read_artifact(artifact)["metadata"]
+    assert planning_eval.artifact_env({**metadata, "dataset": "/nowhere"}) == name
+
+
 def test_cli_plans_with_one_torch_thread_unless_told(tmp_path, capsys):
     before = torch.get_num_threads()
     try:
