@@ -148,3 +148,11 @@ def test_local_client_plans_with_a_graph_as_the_server_does(graph_path: Path):
         with pytest.raises(PlanningError) as err:  # without a graph: refused with the server's code
             plain.plan(start["visual"], goal["visual"], start["proprio"], goal["proprio"], planner={**PLANNER, **ON})
         assert err.value.code == "planner.subgoals_unavailable"
+
+
+def test_the_shipped_graph_is_bound_to_the_shipped_model():
+    # Re-saving models/default/wall.pt (even its metadata alone) changes its identity; `--subgoals auto` would
+    # then quietly serve without the graph. Rebuild the graph with the artifact: scripts/train_default.sh.
+    shipped = DEFAULT_MODEL_PATH.with_name("wall.subgoals.pt")
+    assert load_subgoals("auto", DEFAULT_MODEL_PATH, model_identity(str(DEFAULT_MODEL_PATH))) is not None
+    assert load_subgoals(str(shipped), DEFAULT_MODEL_PATH, model_identity(str(DEFAULT_MODEL_PATH))) is not None
