@@ -256,9 +256,11 @@ def load_average() -> list[float]:
 
 
 def machine(device: str = "cpu") -> dict[str, Any]:
-    """What a figure depends on: CPU, cores, torch and its threads, device, load, commit."""
+    """What a figure depends on: CPU (and the vector ISA torch's kernels use on it), cores, torch and its
+    threads, device, load, commit."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": _cpu_model(), "logical_cores": os.cpu_count(), "torch": torch.__version__,
+    return {"cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "logical_cores": os.cpu_count(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "device": device, "gpu": gpu,
             "load_average_before": load_average(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "git_commit": _git_commit(), "python": platform.python_version()}

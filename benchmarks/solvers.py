@@ -77,6 +77,9 @@ for _i in (30, 50):  # the DINO-WM imports' candidates (benchmarks.dino_wm_peer)
 CELLS["cem_gradient_50x33_g30_lr03"] = _budget(50, 33, elites=5, method="cem_gradient", min_iterations=33,
                                               gradient={"starts": 1, "lr": 0.3},
                                               cem_gradient={"gradient_iterations": 30})
+CELLS["cem_gradient_32x32_g30_lr03"] = _budget(32, 32, elites=3, method="cem_gradient", min_iterations=32,
+                                              gradient={"starts": 1, "lr": 0.3},
+                                              cem_gradient={"gradient_iterations": 30})
 CELLS["icem_100x10_w4"] = _budget(100, 10, method="icem", warm_max_iterations=4, **_RULE)
 DEFAULT_CELL = "default"  # what the server plans with for the model on a CPU (`PlannerConfig.for_model`)
 QUICK = _budget(8, 2, elites=2, min_iterations=2, gradient={"starts": 1}, cem_gradient={"gradient_iterations": 1},
